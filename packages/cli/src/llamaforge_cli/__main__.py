@@ -1,0 +1,3 @@
+from llamaforge_cli.main import entry
+
+entry()

@@ -1,0 +1,46 @@
+"""Convert SmolLM2's quantised GGUF checkpoint into a plain HF safetensors dir (bf16).
+
+transformers de-quantises the GGUF tensors on load. The tokenizer it builds from the GGUF needs
+three fixes to match SmolLM2's own ``tokenizer.json`` (see shared/NOTES-assets.md): no BOS is
+added, and eos / pad are ``<|im_end|>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llamaforge_cli.assets.errors import AssetError
+
+END_OF_TURN = "<|im_end|>"
+EXPECTED_ROPE_THETA = 100000.0
+
+
+def build_smollm2_dir(gguf_path: Path, out_dir: Path) -> None:
+    """De-quantise ``gguf_path`` and save model, tokenizer and generation config to ``out_dir``."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise AssetError(
+            "converting SmolLM2 needs torch and transformers: pip install 'llamaforge[model]'"
+        ) from exc
+
+    src, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name, legacy=False)
+    tokenizer.add_bos_token = False
+    tokenizer.eos_token = END_OF_TURN
+    tokenizer.pad_token = END_OF_TURN
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, torch_dtype=torch.bfloat16)
+    rope_theta = float(getattr(model.config, "rope_theta", 0.0))
+    if rope_theta != EXPECTED_ROPE_THETA:
+        raise AssetError(f"converted SmolLM2 has rope_theta {rope_theta}, expected 100000")
+    end_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    model.config.eos_token_id = end_id
+    model.config.pad_token_id = end_id
+    model.config.bos_token_id = None
+    model.generation_config.eos_token_id = end_id
+    model.generation_config.pad_token_id = end_id
+    model.generation_config.bos_token_id = None
+    model.hf_quantizer = None  # save_pretrained refuses a GGUF-loaded model otherwise
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))

@@ -1,0 +1,58 @@
+"""The umbrella mounts exactly the installed components and explains the missing ones."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from llamaforge_cli.components import COMPONENTS, installed_commands
+from llamaforge_cli.main import build_app, main
+
+
+def _help_commands(text: str) -> set[str]:
+    names = set()
+    for line in text.splitlines():
+        parts = line.strip("│ ").split()
+        if parts and parts[0].isidentifier() and line.lstrip().startswith("│"):
+            names.add(parts[0])
+    return names
+
+
+def test_help_lists_every_installed_component():
+    result = subprocess.run([sys.executable, "-m", "llamaforge_cli", "--help"],
+                            capture_output=True, text=True, env={"COLUMNS": "120", "PATH": ""})
+    assert result.returncode == 0, result.stderr
+    shown = _help_commands(result.stdout)
+    assert set(installed_commands()) <= shown
+    assert {"doctor", "assets"} <= shown
+    # In the workspace every component is installed.
+    assert set(COMPONENTS) <= set(installed_commands())
+
+
+def test_component_app_runs_through_umbrella(capsys):
+    assert main(["vocab", "version"]) == 0
+    assert "llamaforge-tokenizer" in capsys.readouterr().out
+
+
+def test_missing_component_is_hidden_and_says_how_to_install(monkeypatch):
+    present = {k: v for k, v in installed_commands().items() if k != "serve"}
+    monkeypatch.setattr("llamaforge_cli.main.installed_commands", lambda: present)
+    app = build_app()
+    runner = CliRunner()
+    helped = runner.invoke(app, ["--help"], env={"COLUMNS": "120"})
+    assert helped.exit_code == 0
+    assert "serve" not in _help_commands(helped.output)
+    assert "vocab" in _help_commands(helped.output)
+    missing = runner.invoke(app, ["serve", "some/model", "--port", "1"], env={"COLUMNS": "200"})
+    assert missing.exit_code == 2
+    assert "llamaforge-serve" in missing.output
+    assert "pip install ./packages/serve" in missing.output
+
+
+def test_doctor_reports_versions_devices_kernels_and_cache(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("torch", "transformers", "colossalai", "flash-attn", "CPU", "asset cache"):
+        assert needle in out
