@@ -1,5 +1,42 @@
-"""Expand a tokenizer's vocabulary (sentencepiece and byte-level BPE) and a model's embeddings."""
+"""Grow a tokenizer's vocabulary (sentencepiece and byte-level BPE), learn the new pieces from a
+corpus, initialise a model's new embedding rows and report compression.
+
+Everything but :func:`init_model` works without torch; that one needs the ``[model]`` extra and
+is imported lazily.
+"""
+
+from llamaforge_tokenizer.bpe import expand_bpe
+from llamaforge_tokenizer.compression import CompressionRow, measure, plot_compression
+from llamaforge_tokenizer.errors import TokenizerExpandError
+from llamaforge_tokenizer.expand import expand_tokenizer
+from llamaforge_tokenizer.learn import Candidate, LearnConfig, learn_pieces
+from llamaforge_tokenizer.pieces import read_pieces
+from llamaforge_tokenizer.report_types import ExpandReport
+from llamaforge_tokenizer.spm import expand_sentencepiece
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+
+def init_model(*args, **kwargs):
+    """Resize a model's embeddings for an expanded tokenizer; see ``init_model.init_model``."""
+    from llamaforge_tokenizer.init_model import init_model as _init
+
+    return _init(*args, **kwargs)
+
+
+__all__ = [
+    "Candidate",
+    "CompressionRow",
+    "ExpandReport",
+    "LearnConfig",
+    "TokenizerExpandError",
+    "__version__",
+    "expand_bpe",
+    "expand_sentencepiece",
+    "expand_tokenizer",
+    "init_model",
+    "learn_pieces",
+    "measure",
+    "plot_compression",
+    "read_pieces",
+]

@@ -25,9 +25,13 @@ def strip_pos_tags(line: str) -> str:
 
 
 def split_documents(docs: Iterable[str], out_dir: Path) -> tuple[int, int]:
-    """Write ``train.txt`` / ``heldout.txt``; return (train, held-out) document counts."""
+    """Write ``train.txt`` / ``heldout.txt``; return (train, held-out) document counts.
+
+    Exact duplicate documents are kept once, so no held-out document is also in train.
+    """
     train, heldout = [], []
-    for i, doc in enumerate(d for d in docs if d.strip()):
+    unique = dict.fromkeys(d for d in docs if d.strip())
+    for i, doc in enumerate(unique):
         (heldout if i % HELDOUT_EVERY == HELDOUT_EVERY - 1 else train).append(doc)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "train.txt").write_text("\n".join(train) + "\n", encoding="utf-8")

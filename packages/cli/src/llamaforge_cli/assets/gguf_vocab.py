@@ -82,7 +82,7 @@ def build_llama_spm_dir(gguf_path: Path, out_dir: Path) -> None:
         "pad_token": None,
         "add_bos_token": True,
         "add_eos_token": False,
-        "legacy": False,
+        "legacy": True,
         "clean_up_tokenization_spaces": False,
         "model_max_length": 4096,
         "sp_model_kwargs": {},

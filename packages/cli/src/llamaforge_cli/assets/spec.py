@@ -62,6 +62,7 @@ ASSETS: dict[str, AssetSpec] = {
                 },
             ),
             builder="llamaforge_cli.assets.builders:build_llama2_tokenizer",
+            revision=2,
             needs=("gguf", "sentencepiece", "google.protobuf"),
         ),
         AssetSpec(
@@ -106,6 +107,7 @@ ASSETS: dict[str, AssetSpec] = {
                 },
             ),
             builder="llamaforge_cli.assets.corpora:build_people_daily",
+            revision=2,
         ),
         AssetSpec(
             name="chinese-reviews",
@@ -119,6 +121,7 @@ ASSETS: dict[str, AssetSpec] = {
                 },
             ),
             builder="llamaforge_cli.assets.corpora:build_reviews",
+            revision=2,
         ),
         AssetSpec(
             name="jieba-dict",
@@ -143,6 +146,7 @@ ASSETS: dict[str, AssetSpec] = {
                 },
             ),
             builder="llamaforge_cli.assets.corpora:build_botchan",
+            revision=2,
         ),
         AssetSpec(
             name="lee-news",
@@ -162,6 +166,7 @@ ASSETS: dict[str, AssetSpec] = {
                 ),
             ),
             builder="llamaforge_cli.assets.corpora:build_lee",
+            revision=2,
         ),
     )
 }
