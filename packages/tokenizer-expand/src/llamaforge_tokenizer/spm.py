@@ -15,6 +15,7 @@ needs (its prefix and its last character) are added first and counted as interme
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -57,7 +58,14 @@ class _Vocab:
     def __init__(self, proto):
         self.proto = proto
         self.index = {p.piece: i for i, p in enumerate(proto.pieces)}
-        self.next_score = min(p.score for p in proto.pieces) - 1.0
+        # Scores are float32: below LLaMA's lowest score (-1e9, its "▁▁" piece) consecutive
+        # integers are not representable, and equal scores would let the slow and fast
+        # tokenizers break ties differently. Step by a power of two at least twice the float32
+        # spacing at twice that magnitude, so millions of new scores stay distinct.
+        low = min((p.score for p in proto.pieces), default=0.0)
+        _, exponent = math.frexp(2.0 * abs(low) + 1.0)
+        self.step = max(1.0, 2.0 ** (exponent - 23))
+        self.next_score = math.floor(low) - self.step
 
     def __contains__(self, piece: str) -> bool:
         return piece in self.index
@@ -65,7 +73,7 @@ class _Vocab:
     def add(self, piece: str, kind: int = _NORMAL) -> None:
         self.proto.pieces.add(piece=piece, score=self.next_score, type=kind)
         self.index[piece] = len(self.proto.pieces) - 1
-        self.next_score -= 1.0
+        self.next_score -= self.step
 
     def buildable(self, piece: str) -> bool:
         return any(piece[:k] in self and piece[k:] in self for k in range(1, len(piece)))
