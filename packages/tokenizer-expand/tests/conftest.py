@@ -60,3 +60,18 @@ MIXED_TEXTS = [
     "混合English和中文的句子with no spaces",
     "日本語のテキストも少し。한국어도.",
 ]
+
+
+@pytest.fixture(scope="session")
+def smollm2_expanded(asset, tmp_path_factory) -> dict[str, Path]:
+    """SmolLM2's byte-level BPE tokenizer expanded with pieces learned from Chinese news."""
+    base = asset("smollm2-135m")
+    work = tmp_path_factory.mktemp("smollm2-expanded")
+    result = learn_pieces(base, [asset("people-daily") / "train.txt"],
+                          LearnConfig(num_pieces=NUM_PIECES, word_list=asset("jieba-dict") /
+                                      "dict.txt", max_corpus_chars=LEARN_CHARS))
+    pieces = work / "pieces.jsonl"
+    write_pieces(pieces, [c.to_dict() for c in result.candidates])
+    report = expand_tokenizer(base, pieces, work / "tokenizer")
+    return {"base": base, "new": work / "tokenizer", "pieces": pieces, "report": report,
+            "learned": result}

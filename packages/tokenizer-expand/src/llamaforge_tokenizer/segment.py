@@ -44,15 +44,29 @@ class Segmenter:
 
 
 def detect_kind(tokenizer_dir: Path) -> str:
-    """``sentencepiece`` when a ``tokenizer.model`` is present, else ``bpe`` (``tokenizer.json``)."""
+    """``bpe`` for a byte-level BPE ``tokenizer.json``, else ``sentencepiece`` when a
+    ``tokenizer.model`` is present (its ``tokenizer.json``, if any, is derived from it)."""
     tokenizer_dir = Path(tokenizer_dir)
+    fast = tokenizer_dir / "tokenizer.json"
+    if fast.is_file() and _is_byte_level(fast):
+        return "bpe"
     if (tokenizer_dir / "tokenizer.model").is_file():
         return "sentencepiece"
-    if (tokenizer_dir / "tokenizer.json").is_file():
-        return "bpe"
+    if fast.is_file():
+        raise TokenizerExpandError(f"{fast}: neither byte-level BPE nor backed by a "
+                                   "tokenizer.model; this kind of tokenizer is not supported")
     if not tokenizer_dir.is_dir():
         raise TokenizerExpandError(f"{tokenizer_dir}: no such tokenizer dir")
     raise TokenizerExpandError(f"{tokenizer_dir}: neither tokenizer.model nor tokenizer.json found")
+
+
+def _is_byte_level(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TokenizerExpandError(f"{path}: corrupt tokenizer.json ({exc})") from None
+    return (data.get("model") or {}).get("type") == "BPE" and "ByteLevel" in json.dumps(
+        data.get("pre_tokenizer"))
 
 
 def load_segmenter(tokenizer_dir: Path) -> Segmenter:

@@ -44,3 +44,6 @@ def build_smollm2_dir(gguf_path: Path, out_dir: Path) -> None:
     model.hf_quantizer = None  # save_pretrained refuses a GGUF-loaded model otherwise
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
+    # transformers copies the GGUF file's bytes as "tokenizer.model"; SmolLM2 is byte-level BPE
+    # (tokenizer.json) and has no sentencepiece model, so that file would only mislead loaders.
+    (out_dir / "tokenizer.model").unlink(missing_ok=True)

@@ -94,6 +94,7 @@ ASSETS: dict[str, AssetSpec] = {
                 },
             ),
             builder="llamaforge_cli.assets.builders:build_smollm2",
+            revision=2,
             needs=("gguf", "torch", "transformers", "accelerate"),
         ),
         AssetSpec(

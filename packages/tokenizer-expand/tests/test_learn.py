@@ -1,0 +1,55 @@
+"""The learner: exact savings accounting, valid merge order, word-list constraint, bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from llamaforge_tokenizer import LearnConfig, TokenizerExpandError, learn_pieces
+from llamaforge_tokenizer.segment import load_segmenter
+
+
+def test_savings_add_up_to_the_tokens_saved(llama2_expanded, smollm2_expanded):
+    for expanded in (llama2_expanded, smollm2_expanded):
+        learned = expanded["learned"]
+        assert sum(c.saving for c in learned.candidates) == (
+            learned.tokens_before - learned.tokens_after)
+        assert learned.tokens_after < 0.6 * learned.tokens_before
+
+
+def test_every_merge_is_built_from_earlier_pieces(llama2_expanded):
+    vocab = set(load_segmenter(llama2_expanded["base"]).vocab)
+    for cand in llama2_expanded["learned"].candidates:
+        piece = cand.piece.replace(" ", "\u2581")
+        if cand.kind == "merge":
+            assert any(piece[:k] in vocab and piece[k:] in vocab for k in range(1, len(piece)))
+        vocab.add(piece)
+    assert llama2_expanded["report"].intermediates == 0  # the list is already a merge order
+
+
+def test_pieces_follow_the_word_list(llama2_expanded, asset):
+    words = [ln.split()[0] for ln in (asset("jieba-dict") / "dict.txt").read_text(
+        encoding="utf-8").splitlines()]
+    joined = "\n".join(words)
+    multi = [c.piece.strip() for c in llama2_expanded["learned"].candidates if len(c.piece.strip()) > 1]
+    assert multi and all(p in joined for p in multi[:500])
+    assert not any(ch.isdigit() for c in llama2_expanded["learned"].candidates for ch in c.piece)
+
+
+def test_saving_ranking_starts_high(llama2_expanded):
+    savings = [c.saving for c in llama2_expanded["learned"].candidates]
+    assert savings[0] >= max(savings[len(savings) // 2:])
+
+
+def test_bad_config_and_input(asset, tmp_path):
+    with pytest.raises(TokenizerExpandError, match="num_pieces must be ≥ 1"):
+        LearnConfig(num_pieces=0)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("第一行\n".encode() + "第二行".encode("gbk"))
+    with pytest.raises(TokenizerExpandError, match=r"bad\.txt:2: not UTF-8"):
+        learn_pieces(asset("llama2-tokenizer"), [bad], LearnConfig(num_pieces=10))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(TokenizerExpandError, match="corpus is empty"):
+        learn_pieces(asset("llama2-tokenizer"), [empty], LearnConfig(num_pieces=10))
+    with pytest.raises(TokenizerExpandError, match="no such tokenizer dir"):
+        learn_pieces(tmp_path / "nope", [empty], LearnConfig(num_pieces=10))
