@@ -131,7 +131,7 @@ def _rewrite_shard(src: Path, dst: Path, subs, rows: int, config: InitConfig,
                     f"vocab_size={rows}")
             data = _expand_matrix(src, data_start, info, subs, config)
             shape = (info.shape[0] + len(subs), *info.shape[1:])
-            pending.append(Pending(info.name, info.dtype, shape, len(data), data=data))
+            pending.append(Pending(info.name, info.dtype, shape, data.nbytes, data=data))
             changed.append(info.name)
         else:
             pending.append(Pending(info.name, info.dtype, info.shape, info.nbytes,
@@ -176,7 +176,7 @@ def _expand_matrix(src: Path, data_start: int, info, subs, config: InitConfig):
         if noise_std:
             acc += torch.randn(acc.shape, generator=gen) * noise_std
         new[rows + lo : rows + lo + len(chunk)] = acc.to(dtype)
-    return new.view(torch.uint8).numpy()
+    return new.view(torch.uint8).numpy().reshape(-1)
 
 
 def _write_configs(model_dir: Path, tokenizer_dir: Path, out: Path, model_cfg: dict,

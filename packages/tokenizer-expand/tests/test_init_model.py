@@ -1,0 +1,106 @@
+"""Embedding initialisation on the real SmolLM2 (tied embeddings) — needs the [model] extra."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from safetensors import safe_open  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from llamaforge_tokenizer import TokenizerExpandError, init_model  # noqa: E402
+from llamaforge_tokenizer.init_model import InitConfig  # noqa: E402
+
+EMBED = "model.embed_tokens.weight"
+
+
+@pytest.fixture(scope="module")
+def initialised(smollm2_expanded, asset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("init") / "model"
+    report = init_model(asset("smollm2-135m"), smollm2_expanded["new"], out)
+    return {"out": out, "report": report, "base": asset("smollm2-135m"),
+            "tok": smollm2_expanded["new"]}
+
+
+def _embed(folder):
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        return f.get_tensor(EMBED)
+
+
+def test_new_rows_are_mean_of_subtoken_rows(initialised):
+    old_e, new_e = _embed(initialised["base"]), _embed(initialised["out"])
+    assert new_e.dtype == old_e.dtype == torch.bfloat16
+    assert new_e.shape[0] == initialised["report"].new_rows
+    assert torch.equal(new_e[: old_e.shape[0]], old_e)
+    old_tok = Tokenizer.from_file(str(initialised["base"] / "tokenizer.json"))
+    new_vocab = Tokenizer.from_file(str(initialised["tok"] / "tokenizer.json")).get_vocab()
+    checked = 0
+    for token, i in sorted(new_vocab.items(), key=lambda kv: kv[1]):
+        if i < old_e.shape[0] or checked >= 50:
+            continue
+        sub = [t.id for t in old_tok.model.tokenize(token)]
+        expected = old_e[sub].float().mean(0).to(torch.bfloat16)
+        assert torch.equal(new_e[i], expected), token
+        checked += 1
+    assert checked == 50
+
+
+def test_config_and_tokenizer_travel_with_the_model(initialised):
+    cfg = json.loads((initialised["out"] / "config.json").read_text())
+    assert cfg["vocab_size"] == initialised["report"].new_rows
+    assert initialised["report"].tied and initialised["report"].matrices == [EMBED]
+    assert (initialised["out"] / "tokenizer.json").read_bytes() == (
+        initialised["tok"] / "tokenizer.json").read_bytes()
+    assert (initialised["out"] / "generation_config.json").is_file()
+
+
+def test_english_logits_unchanged_and_generates(initialised):
+    base = AutoModelForCausalLM.from_pretrained(initialised["base"], torch_dtype=torch.float32)
+    new = AutoModelForCausalLM.from_pretrained(initialised["out"], torch_dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(initialised["out"])
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    assert int(ids.max()) < 49152  # old ids only
+    with torch.no_grad():
+        a = base(ids).logits
+        b = new(ids).logits
+    assert torch.allclose(a, b[..., : a.shape[-1]], atol=1e-4)
+    out = new.generate(ids, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > ids.shape[1]
+    zh = tok("中华人民共和国", return_tensors="pt").input_ids
+    assert int(zh.max()) >= 49152
+    with torch.no_grad():
+        assert torch.isfinite(new(zh).logits).all()
+
+
+def test_noisy_mean_is_near_the_mean(initialised, tmp_path):
+    out = tmp_path / "noisy"
+    init_model(initialised["base"], initialised["tok"], out,
+               InitConfig(method="noisy-mean", noise_scale=0.1, seed=1))
+    mean, noisy = _embed(initialised["out"]).float(), _embed(out).float()
+    n = _embed(initialised["base"]).shape[0]
+    assert torch.equal(mean[:n], noisy[:n])
+    diff = (noisy[n:] - mean[n:]).std() / mean[:n].std()
+    assert 0.05 < float(diff) < 0.2
+
+
+def test_bad_inputs(initialised, asset, tmp_path):
+    with pytest.raises(TokenizerExpandError, match="already exists"):
+        init_model(initialised["base"], initialised["tok"], initialised["out"])
+    # A tokenizer that is not an expansion of the model's tokenizer.
+    with pytest.raises(TokenizerExpandError, match="different kinds of tokenizer"):
+        init_model(initialised["base"], asset("llama2-tokenizer"), tmp_path / "x")
+    # A model whose vocabulary size doesn't match its tokenizer.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in initialised["base"].iterdir():
+        (broken / f.name).symlink_to(f)
+    (broken / "config.json").unlink()
+    cfg = json.loads((initialised["base"] / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps(dict(cfg, vocab_size=1000)))
+    with pytest.raises(TokenizerExpandError, match="1000 embedding rows but its tokenizer has"):
+        init_model(broken, initialised["tok"], tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
