@@ -32,8 +32,18 @@ def _hatch() -> Path:
     print(f"bootstrap: installing hatch {HATCH_VERSION} into {TOOLS.relative_to(ROOT)}", flush=True)
     venv.EnvBuilder(with_pip=True, clear=True).create(TOOLS)
     python = TOOLS / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    f"hatch=={HATCH_VERSION}"], check=True)
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            f"hatch=={HATCH_VERSION}",
+        ],
+        check=True,
+    )
     marker.touch()
     return exe
 
@@ -49,8 +59,10 @@ def main(argv: list[str]) -> int:
     elif job in JOBS:
         cmd = [str(hatch), "run", JOBS[job], *rest]
     else:
-        print(f"bootstrap: unknown job {job!r}; choose one of {', '.join([*JOBS, 'hatch'])}",
-              file=sys.stderr)
+        print(
+            f"bootstrap: unknown job {job!r}; choose one of {', '.join([*JOBS, 'hatch'])}",
+            file=sys.stderr,
+        )
         return 2
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode

@@ -32,18 +32,23 @@ def _chat_smoke(console: Console) -> int:
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.bfloat16)
     question = "What is the capital of France?"
-    ids = tok.apply_chat_template([{"role": "user", "content": question}],
-                                  add_generation_prompt=True, return_tensors="pt")
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt"
+    )
     out = model.generate(ids, max_new_tokens=32, do_sample=False)
-    answer = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    answer = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
     console.print(f"[bold]Q:[/] {question}\n[bold]A:[/] {answer}")
     return 0 if "Paris" in answer else 1
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "out" / "demo",
-                        help="where stage outputs go (default: out/demo)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "out" / "demo",
+        help="where stage outputs go (default: out/demo)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     console = Console()
@@ -60,8 +65,11 @@ def main(argv: list[str]) -> int:
         console.rule(name)
         start = time.perf_counter()
         code = run()
-        timings.add_row(name, "[green]ok[/]" if code == 0 else f"[red]exit {code}[/]",
-                        f"{time.perf_counter() - start:.1f}")
+        timings.add_row(
+            name,
+            "[green]ok[/]" if code == 0 else f"[red]exit {code}[/]",
+            f"{time.perf_counter() - start:.1f}",
+        )
         if code != 0:
             console.print(timings)
             return code

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ["cli[model]", "tokenizer-expand[model]", "data-pack", "trainer", "eval", "serve"]
 TOOLS = ["pytest>=8", "ruff==0.17.6"]
 HEADER = """\
-# The one dependency set of the llamaforge workspace (Python 3.11, x86_64 Linux), resolved by pip
-# from colossalai==0.5.0's pins plus every package's own requirements. Regenerate with: python3 tools/lock.py
+# The one dependency set of the llamaforge workspace (Python 3.11, x86_64 Linux), resolved by
+# pip from colossalai==0.5.0's pins plus every package's own requirements.
+# Regenerate with: python3 tools/lock.py
 """
 
 
@@ -27,13 +28,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         venv.EnvBuilder(with_pip=True).create(tmp)
         python = str(Path(tmp) / "bin" / "python")
-        specs = [f"{ROOT / 'packages' / p.split('[')[0]}" + (p[p.index('['):] if '[' in p else "")
-                 for p in PACKAGES]
+        specs = [
+            f"{ROOT / 'packages' / p.split('[')[0]}" + (p[p.index("[") :] if "[" in p else "")
+            for p in PACKAGES
+        ]
         subprocess.run([python, "-m", "pip", "install", "--quiet", *specs, *TOOLS], check=True)
-        frozen = subprocess.run([python, "-m", "pip", "freeze", "--exclude-editable"],
-                                check=True, capture_output=True, text=True).stdout.splitlines()
-    keep = sorted((line for line in frozen if not line.lower().startswith("llamaforge")),
-                  key=str.lower)
+        frozen = subprocess.run(
+            [python, "-m", "pip", "freeze", "--exclude-editable"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.splitlines()
+    keep = sorted(
+        (line for line in frozen if not line.lower().startswith("llamaforge")), key=str.lower
+    )
     (ROOT / "constraints.txt").write_text(HEADER + "\n".join(keep) + "\n", encoding="utf-8")
     print(f"constraints.txt: {len(keep)} pins")
     return 0

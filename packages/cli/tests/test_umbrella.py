@@ -21,8 +21,12 @@ def _help_commands(text: str) -> set[str]:
 
 
 def test_help_lists_every_installed_component():
-    result = subprocess.run([sys.executable, "-m", "llamaforge_cli", "--help"],
-                            capture_output=True, text=True, env={"COLUMNS": "120", "PATH": ""})
+    result = subprocess.run(
+        [sys.executable, "-m", "llamaforge_cli", "--help"],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "120", "PATH": ""},
+    )
     assert result.returncode == 0, result.stderr
     shown = _help_commands(result.stdout)
     assert set(installed_commands()) <= shown

@@ -20,13 +20,21 @@ def llama2_expanded(asset, tmp_path_factory) -> dict[str, Path]:
     corpus = asset("people-daily") / "train.txt"
     words = asset("jieba-dict") / "dict.txt"
     work = tmp_path_factory.mktemp("llama2-expanded")
-    result = learn_pieces(base, [corpus], LearnConfig(num_pieces=NUM_PIECES, word_list=words,
-                                                      max_corpus_chars=LEARN_CHARS))
+    result = learn_pieces(
+        base,
+        [corpus],
+        LearnConfig(num_pieces=NUM_PIECES, word_list=words, max_corpus_chars=LEARN_CHARS),
+    )
     pieces = work / "pieces.jsonl"
     write_pieces(pieces, [c.to_dict() for c in result.candidates])
     report = expand_tokenizer(base, pieces, work / "tokenizer")
-    return {"base": base, "new": work / "tokenizer", "pieces": pieces, "report": report,
-            "learned": result}
+    return {
+        "base": base,
+        "new": work / "tokenizer",
+        "pieces": pieces,
+        "report": report,
+        "learned": result,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -67,11 +75,22 @@ def smollm2_expanded(asset, tmp_path_factory) -> dict[str, Path]:
     """SmolLM2's byte-level BPE tokenizer expanded with pieces learned from Chinese news."""
     base = asset("smollm2-135m")
     work = tmp_path_factory.mktemp("smollm2-expanded")
-    result = learn_pieces(base, [asset("people-daily") / "train.txt"],
-                          LearnConfig(num_pieces=NUM_PIECES, word_list=asset("jieba-dict") /
-                                      "dict.txt", max_corpus_chars=LEARN_CHARS))
+    result = learn_pieces(
+        base,
+        [asset("people-daily") / "train.txt"],
+        LearnConfig(
+            num_pieces=NUM_PIECES,
+            word_list=asset("jieba-dict") / "dict.txt",
+            max_corpus_chars=LEARN_CHARS,
+        ),
+    )
     pieces = work / "pieces.jsonl"
     write_pieces(pieces, [c.to_dict() for c in result.candidates])
     report = expand_tokenizer(base, pieces, work / "tokenizer")
-    return {"base": base, "new": work / "tokenizer", "pieces": pieces, "report": report,
-            "learned": result}
+    return {
+        "base": base,
+        "new": work / "tokenizer",
+        "pieces": pieces,
+        "report": report,
+        "learned": result,
+    }

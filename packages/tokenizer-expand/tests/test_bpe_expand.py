@@ -76,8 +76,9 @@ def test_reserved_tokens_never_produced(smollm2_expanded, heldout, mixed_texts):
 
 
 def test_piece_across_pretoken_boundary_is_counted_unusable(asset, tmp_path):
-    report = expand_bpe(asset("smollm2-135m"), ["hello world", "你好呀", "你好呀"], tmp_path / "o",
-                        pad_to=1)
+    report = expand_bpe(
+        asset("smollm2-135m"), ["hello world", "你好呀", "你好呀"], tmp_path / "o", pad_to=1
+    )
     assert report.unusable == 1 and report.examples_unusable == ["hello world"]
     assert report.added == 1 and report.already_present == 1
     tok = _tok(tmp_path / "o")

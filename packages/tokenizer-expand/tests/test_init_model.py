@@ -22,8 +22,12 @@ EMBED = "model.embed_tokens.weight"
 def initialised(smollm2_expanded, asset, tmp_path_factory):
     out = tmp_path_factory.mktemp("init") / "model"
     report = init_model(asset("smollm2-135m"), smollm2_expanded["new"], out)
-    return {"out": out, "report": report, "base": asset("smollm2-135m"),
-            "tok": smollm2_expanded["new"]}
+    return {
+        "out": out,
+        "report": report,
+        "base": asset("smollm2-135m"),
+        "tok": smollm2_expanded["new"],
+    }
 
 
 def _embed(folder):
@@ -54,7 +58,8 @@ def test_config_and_tokenizer_travel_with_the_model(initialised):
     assert cfg["vocab_size"] == initialised["report"].new_rows
     assert initialised["report"].tied and initialised["report"].matrices == [EMBED]
     assert (initialised["out"] / "tokenizer.json").read_bytes() == (
-        initialised["tok"] / "tokenizer.json").read_bytes()
+        initialised["tok"] / "tokenizer.json"
+    ).read_bytes()
     assert (initialised["out"] / "generation_config.json").is_file()
 
 
@@ -78,8 +83,12 @@ def test_english_logits_unchanged_and_generates(initialised):
 
 def test_noisy_mean_is_near_the_mean(initialised, tmp_path):
     out = tmp_path / "noisy"
-    init_model(initialised["base"], initialised["tok"], out,
-               InitConfig(method="noisy-mean", noise_scale=0.1, seed=1))
+    init_model(
+        initialised["base"],
+        initialised["tok"],
+        out,
+        InitConfig(method="noisy-mean", noise_scale=0.1, seed=1),
+    )
     mean, noisy = _embed(initialised["out"]).float(), _embed(out).float()
     n = _embed(initialised["base"]).shape[0]
     assert torch.equal(mean[:n], noisy[:n])

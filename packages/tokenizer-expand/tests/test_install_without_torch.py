@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -31,18 +30,42 @@ def test_tokenizer_package_without_torch(tmp_path, asset):
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = str(env_dir / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "-c", str(ROOT / "constraints.txt"), str(ROOT / "packages" / "tokenizer-expand")],
-                   check=True)
+    subprocess.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-c",
+            str(ROOT / "constraints.txt"),
+            str(ROOT / "packages" / "tokenizer-expand"),
+        ],
+        check=True,
+    )
     out = tmp_path / "work"
     out.mkdir()
-    result = subprocess.run([python, "-c", SCRIPT, str(asset("llama2-tokenizer")),
-                             str(asset("people-daily") / "heldout.txt"), str(out)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            python,
+            "-c",
+            SCRIPT,
+            str(asset("llama2-tokenizer")),
+            str(asset("people-daily") / "heldout.txt"),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     import json
 
     data = json.loads(result.stdout.strip().splitlines()[-1])
     assert data["added"] == 300 and data["tokens"][1] < data["tokens"][0]
-    assert "torch" not in subprocess.run([python, "-m", "pip", "list"], capture_output=True,
-                                         text=True).stdout.lower().split()
+    assert (
+        "torch"
+        not in subprocess.run([python, "-m", "pip", "list"], capture_output=True, text=True)
+        .stdout.lower()
+        .split()
+    )

@@ -12,7 +12,8 @@ def test_savings_add_up_to_the_tokens_saved(llama2_expanded, smollm2_expanded):
     for expanded in (llama2_expanded, smollm2_expanded):
         learned = expanded["learned"]
         assert sum(c.saving for c in learned.candidates) == (
-            learned.tokens_before - learned.tokens_after)
+            learned.tokens_before - learned.tokens_after
+        )
         assert learned.tokens_after < 0.6 * learned.tokens_before
 
 
@@ -27,17 +28,21 @@ def test_every_merge_is_built_from_earlier_pieces(llama2_expanded):
 
 
 def test_pieces_follow_the_word_list(llama2_expanded, asset):
-    words = [ln.split()[0] for ln in (asset("jieba-dict") / "dict.txt").read_text(
-        encoding="utf-8").splitlines()]
+    words = [
+        ln.split()[0]
+        for ln in (asset("jieba-dict") / "dict.txt").read_text(encoding="utf-8").splitlines()
+    ]
     joined = "\n".join(words)
-    multi = [c.piece.strip() for c in llama2_expanded["learned"].candidates if len(c.piece.strip()) > 1]
+    multi = [
+        c.piece.strip() for c in llama2_expanded["learned"].candidates if len(c.piece.strip()) > 1
+    ]
     assert multi and all(p in joined for p in multi[:500])
     assert not any(ch.isdigit() for c in llama2_expanded["learned"].candidates for ch in c.piece)
 
 
 def test_saving_ranking_starts_high(llama2_expanded):
     savings = [c.saving for c in llama2_expanded["learned"].candidates]
-    assert savings[0] >= max(savings[len(savings) // 2:])
+    assert savings[0] >= max(savings[len(savings) // 2 :])
 
 
 def test_bad_config_and_input(asset, tmp_path):

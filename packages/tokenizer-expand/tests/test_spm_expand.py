@@ -19,7 +19,9 @@ def _sp(folder):
 def test_old_pieces_and_ids_unchanged(llama2_expanded):
     old = load_model_proto(llama2_expanded["base"])
     new = load_model_proto(llama2_expanded["new"])
-    assert [(p.piece, p.type) for p in new.pieces[:32000]] == [(p.piece, p.type) for p in old.pieces]
+    assert [(p.piece, p.type) for p in new.pieces[:32000]] == [
+        (p.piece, p.type) for p in old.pieces
+    ]
     assert len(new.pieces) % 64 == 0
     assert len(new.pieces) == llama2_expanded["report"].new_size > 32000 + 7000
 
@@ -46,8 +48,12 @@ def test_slow_and_fast_agree(llama2_expanded, heldout, mixed_texts):
     fast = AutoTokenizer.from_pretrained(llama2_expanded["new"], use_fast=True)
     assert isinstance(slow, LlamaTokenizer) and isinstance(fast, LlamaTokenizerFast)
     raw = _sp(llama2_expanded["new"])
-    texts = (mixed_texts + heldout("people-daily", 200) + heldout("chinese-reviews", 200)
-             + heldout("botchan", 20))
+    texts = (
+        mixed_texts
+        + heldout("people-daily", 200)
+        + heldout("chinese-reviews", 200)
+        + heldout("botchan", 20)
+    )
     for text in texts:
         ids = raw.encode(text)
         assert slow.encode(text, add_special_tokens=False) == ids, text
@@ -57,8 +63,12 @@ def test_slow_and_fast_agree(llama2_expanded, heldout, mixed_texts):
 
 def test_output_dir_is_complete(llama2_expanded):
     names = {p.name for p in llama2_expanded["new"].iterdir()}
-    assert {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-            "special_tokens_map.json"} <= names
+    assert {
+        "tokenizer.model",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    } <= names
     config = json.loads((llama2_expanded["new"] / "tokenizer_config.json").read_text())
     assert "add_prefix_space" not in config
 

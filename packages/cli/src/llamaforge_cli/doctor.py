@@ -14,8 +14,18 @@ from rich.table import Table
 from llamaforge_cli.assets.cache import asset_names, cache_root, verify_asset
 from llamaforge_cli.components import COMPONENTS
 
-_STACK = ("torch", "transformers", "colossalai", "peft", "datasets", "tokenizers",
-          "sentencepiece", "safetensors", "flash-attn", "vllm")
+_STACK = (
+    "torch",
+    "transformers",
+    "colossalai",
+    "peft",
+    "datasets",
+    "tokenizers",
+    "sentencepiece",
+    "safetensors",
+    "flash-attn",
+    "vllm",
+)
 
 
 def _version(dist: str) -> str | None:
@@ -34,8 +44,13 @@ def _devices() -> list[tuple[str, str]]:
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            rows.append((f"cuda:{i}", f"{props.name}, {props.total_memory / 2**30:.0f} GiB, "
-                                      f"sm_{props.major}{props.minor}"))
+            rows.append(
+                (
+                    f"cuda:{i}",
+                    f"{props.name}, {props.total_memory / 2**30:.0f} GiB, "
+                    f"sm_{props.major}{props.minor}",
+                )
+            )
     else:
         rows.append(("CUDA", f"not available (torch {torch.__version__})"))
     return rows
@@ -53,7 +68,9 @@ def _kernels() -> list[tuple[str, str]]:
                     getattr(loader, name)().load()
                     rows.append((f"colossalai {name[:-6]}", "[green]usable[/]"))
                 except Exception as exc:  # noqa: BLE001 - any failure means "not usable here"
-                    rows.append((f"colossalai {name[:-6]}", f"[yellow]not usable[/]: {_short(exc)}"))
+                    rows.append(
+                        (f"colossalai {name[:-6]}", f"[yellow]not usable[/]: {_short(exc)}")
+                    )
         except Exception as exc:  # noqa: BLE001
             rows.append(("colossalai kernels", f"[yellow]not importable[/]: {_short(exc)}"))
     try:

@@ -60,7 +60,7 @@ def build_app(console: Console | None = None) -> typer.Typer:
     for name, ep in sorted(installed.items()):
         try:
             sub = ep.load()
-        except Exception as exc:  # a broken install must not take the whole CLI down
+        except Exception as exc:  # noqa: BLE001 - a broken install must not take the CLI down
             msg = f"component {name!r} ({ep.value}) is installed but failed to load: {exc}"
             _add_placeholder(app, name, msg)
             continue
@@ -68,8 +68,10 @@ def build_app(console: Console | None = None) -> typer.Typer:
         app.add_typer(sub, name=name, help=summary)
     for name, comp in COMPONENTS.items():
         if name not in installed:
-            msg = (f"`llamaforge {name}` needs the {comp.distribution} component, which is not "
-                   f"installed. Install it with: {comp.install_hint()}")
+            msg = (
+                f"`llamaforge {name}` needs the {comp.distribution} component, which is not "
+                f"installed. Install it with: {comp.install_hint()}"
+            )
             _add_placeholder(app, name, msg)
     return app
 
@@ -78,8 +80,11 @@ def _add_placeholder(app: typer.Typer, name: str, message: str) -> None:
     app.command(
         name,
         hidden=True,
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                          "help_option_names": []},
+        context_settings={
+            "allow_extra_args": True,
+            "ignore_unknown_options": True,
+            "help_option_names": [],
+        },
     )(_missing_component_command(name, message))
 
 

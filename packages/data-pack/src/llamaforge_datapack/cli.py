@@ -6,7 +6,10 @@ import typer
 
 from llamaforge_datapack import __version__
 
-app = typer.Typer(help="Tokenise and pack pretraining and SFT data into fixed-length rows without losing tokens.", no_args_is_help=True)
+app = typer.Typer(
+    help="Tokenise and pack pretraining and SFT data into fixed-length rows without losing tokens.",
+    no_args_is_help=True,
+)
 
 
 @app.command()

@@ -6,7 +6,10 @@ import typer
 
 from llamaforge_eval import __version__
 
-app = typer.Typer(help="MMLU, CMMLU, C-Eval, AGIEval, GAOKAO-Bench, GSM8K, compression and bits per character.", no_args_is_help=True)
+app = typer.Typer(
+    help="MMLU, CMMLU, C-Eval, AGIEval, GAOKAO-Bench, GSM8K, compression and bits per character.",
+    no_args_is_help=True,
+)
 
 
 @app.command()

@@ -6,7 +6,10 @@ import typer
 
 from llamaforge_serve import __version__
 
-app = typer.Typer(help="OpenAI-compatible inference server with continuous batching and streaming.", no_args_is_help=True)
+app = typer.Typer(
+    help="OpenAI-compatible inference server with continuous batching and streaming.",
+    no_args_is_help=True,
+)
 
 
 @app.command()

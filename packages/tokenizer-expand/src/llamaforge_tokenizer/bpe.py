@@ -24,8 +24,11 @@ RESERVED = "<|reserved_{}|>"
 @lru_cache(maxsize=1)
 def byte_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte → printable character map used by byte-level BPE."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-            *range(ord("®"), ord("ÿ") + 1)]
+    keep = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table, extra = {}, 0
     for b in range(256):
         if b in keep:
@@ -121,8 +124,17 @@ def expand_bpe(
         k += 1
         if name in vocab:
             continue
-        reserved.append({"id": next_id, "content": name, "single_word": False, "lstrip": False,
-                         "rstrip": False, "normalized": False, "special": True})
+        reserved.append(
+            {
+                "id": next_id,
+                "content": name,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+        )
         next_id += 1
     report.reserved = len(reserved)
     report.new_size = next_id
@@ -164,5 +176,6 @@ def _write_dir(src: Path, data: dict, reserved: list[dict], out: Path) -> None:
     decoder = config.setdefault("added_tokens_decoder", {})
     for tok in reserved:
         decoder[str(tok["id"])] = {k: v for k, v in tok.items() if k != "id"}
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False),
-                                               encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8"
+    )

@@ -14,8 +14,9 @@ from rich.table import Table
 from llamaforge_tokenizer import __version__
 from llamaforge_tokenizer.errors import TokenizerExpandError
 
-app = typer.Typer(help="Expand a tokenizer's vocabulary and a model's embeddings.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Expand a tokenizer's vocabulary and a model's embeddings.", no_args_is_help=True
+)
 
 
 def _console(ctx: typer.Context) -> Console:
@@ -32,33 +33,50 @@ def version() -> None:
 def learn(
     ctx: typer.Context,
     tokenizer_dir: Annotated[Path, typer.Argument(help="The current tokenizer dir.")],
-    corpus: Annotated[list[Path], typer.Argument(help="Domain text files (UTF-8, a doc per line).")],
+    corpus: Annotated[
+        list[Path], typer.Argument(help="Domain text files (UTF-8, a doc per line).")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Candidate list to write (jsonl).")],
     num_pieces: Annotated[int, typer.Option(help="How many pieces to propose.")] = 8000,
-    word_list: Annotated[Path | None, typer.Option(
-        help="Word list ('word freq pos' lines, e.g. jieba's dict.txt); multi-character "
-             "pieces must be substrings of its words.")] = None,
+    word_list: Annotated[
+        Path | None,
+        typer.Option(
+            help="Word list ('word freq pos' lines, e.g. jieba's dict.txt); multi-character "
+            "pieces must be substrings of its words."
+        ),
+    ] = None,
     max_piece_chars: Annotated[int, typer.Option(help="Longest piece in characters.")] = 8,
-    max_corpus_chars: Annotated[int | None, typer.Option(help="Read at most this much text.")] = None,
+    max_corpus_chars: Annotated[
+        int | None, typer.Option(help="Read at most this much text.")
+    ] = None,
 ) -> None:
     """Propose new pieces ranked by the tokens they save on CORPUS; write them for review."""
     from llamaforge_tokenizer.learn import LearnConfig, learn_pieces
     from llamaforge_tokenizer.pieces import write_pieces
 
     console = _console(ctx)
-    config = LearnConfig(num_pieces=num_pieces, word_list=word_list,
-                         max_piece_chars=max_piece_chars, max_corpus_chars=max_corpus_chars)
+    config = LearnConfig(
+        num_pieces=num_pieces,
+        word_list=word_list,
+        max_piece_chars=max_piece_chars,
+        max_corpus_chars=max_corpus_chars,
+    )
     with _progress(console) as progress:
         task = progress.add_task("learning pieces", total=num_pieces)
-        result = learn_pieces(tokenizer_dir, corpus, config,
-                              progress=lambda n: progress.update(task, completed=n))
+        result = learn_pieces(
+            tokenizer_dir, corpus, config, progress=lambda n: progress.update(task, completed=n)
+        )
     write_pieces(out, [c.to_dict() for c in result.candidates])
     table = Table(title=f"learned {len(result.candidates)} pieces → {out}")
     for col in ("characters", "tokens before", "tokens after", "saved"):
         table.add_column(col, justify="right")
     saved = 1 - result.tokens_after / max(result.tokens_before, 1)
-    table.add_row(f"{result.characters:,}", f"{result.tokens_before:,}",
-                  f"{result.tokens_after:,}", f"{saved:.1%}")
+    table.add_row(
+        f"{result.characters:,}",
+        f"{result.tokens_before:,}",
+        f"{result.tokens_after:,}",
+        f"{saved:.1%}",
+    )
     console.print(table)
     preview = ", ".join(c.piece for c in result.candidates[:20])
     console.print(f"first pieces: {preview}")
@@ -68,7 +86,9 @@ def learn(
 def expand(
     ctx: typer.Context,
     tokenizer_dir: Annotated[Path, typer.Argument(help="The tokenizer dir to expand.")],
-    pieces: Annotated[Path, typer.Argument(help="New pieces: jsonl {\"piece\": ...} or a piece per line.")],
+    pieces: Annotated[
+        Path, typer.Argument(help='New pieces: jsonl {"piece": ...} or a piece per line.')
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output tokenizer dir.")],
     pad_to: Annotated[int, typer.Option(help="Pad the vocabulary to a multiple of this.")] = 64,
     max_piece_chars: Annotated[int, typer.Option(help="Reject longer pieces.")] = 16,
@@ -77,8 +97,14 @@ def expand(
     """Add PIECES to a sentencepiece or byte-level BPE tokenizer (old ids unchanged)."""
     from llamaforge_tokenizer.expand import expand_tokenizer
 
-    report = expand_tokenizer(tokenizer_dir, pieces, out, pad_to=pad_to, overwrite=overwrite,
-                              max_piece_chars=max_piece_chars)
+    report = expand_tokenizer(
+        tokenizer_dir,
+        pieces,
+        out,
+        pad_to=pad_to,
+        overwrite=overwrite,
+        max_piece_chars=max_piece_chars,
+    )
     table = Table(title=f"{report.kind} tokenizer → {out}", show_header=False)
     for key, value in report.to_dict().items():
         if key != "examples_unusable":
@@ -86,8 +112,9 @@ def expand(
     _console(ctx).print(table)
     if report.examples_unusable:
         _console(ctx).print(f"[yellow]unusable pieces (e.g.):[/] {report.examples_unusable}")
-    (Path(out) / "expansion_report.json").write_text(json.dumps(report.to_dict(), indent=2,
-                                                                ensure_ascii=False))
+    (Path(out) / "expansion_report.json").write_text(
+        json.dumps(report.to_dict(), indent=2, ensure_ascii=False)
+    )
 
 
 @app.command("init-model")
@@ -97,7 +124,9 @@ def init_model_cmd(
     tokenizer_dir: Annotated[Path, typer.Argument(help="The expanded tokenizer dir.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output model dir.")],
     method: Annotated[str, typer.Option(help="mean or noisy-mean.")] = "mean",
-    noise_scale: Annotated[float, typer.Option(help="noisy-mean: noise std / old rows' std.")] = 0.1,
+    noise_scale: Annotated[
+        float, typer.Option(help="noisy-mean: noise std / old rows' std.")
+    ] = 0.1,
     seed: Annotated[int, typer.Option(help="noisy-mean: random seed.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output dir.")] = False,
 ) -> None:
@@ -105,28 +134,40 @@ def init_model_cmd(
     try:
         from llamaforge_tokenizer.init_model import InitConfig, InitMethod, init_model
     except ImportError as exc:
-        raise TokenizerExpandError(f"init-model needs the [model] extra ({exc}): "
-                                   "pip install 'llamaforge-tokenizer[model]'") from None
+        raise TokenizerExpandError(
+            f"init-model needs the [model] extra ({exc}): pip install 'llamaforge-tokenizer[model]'"
+        ) from None
     try:
         chosen = InitMethod(method)
     except ValueError:
-        raise TokenizerExpandError(f"unknown method {method!r}; choose mean or noisy-mean") from None
+        raise TokenizerExpandError(
+            f"unknown method {method!r}; choose mean or noisy-mean"
+        ) from None
     with _console(ctx).status("initialising embeddings"):
-        report = init_model(model_dir, tokenizer_dir, out,
-                            InitConfig(method=chosen, noise_scale=noise_scale, seed=seed),
-                            overwrite=overwrite)
+        report = init_model(
+            model_dir,
+            tokenizer_dir,
+            out,
+            InitConfig(method=chosen, noise_scale=noise_scale, seed=seed),
+            overwrite=overwrite,
+        )
     table = Table(title=f"model → {out}", show_header=False)
     for key, value in report.to_dict().items():
-        table.add_row(key.replace("_", " "), f"{value:.2f}" if isinstance(value, float) else
-                      str(value))
+        table.add_row(
+            key.replace("_", " "), f"{value:.2f}" if isinstance(value, float) else str(value)
+        )
     _console(ctx).print(table)
 
 
 @app.command()
 def report(
     ctx: typer.Context,
-    text: Annotated[list[str], typer.Option(
-        help="Text file, optionally labelled: LABEL=PATH (e.g. zh=heldout.txt). Repeatable.")],
+    text: Annotated[
+        list[str],
+        typer.Option(
+            help="Text file, optionally labelled: LABEL=PATH (e.g. zh=heldout.txt). Repeatable."
+        ),
+    ],
     old: Annotated[Path, typer.Option(help="The old tokenizer dir.")],
     new: Annotated[Path | None, typer.Option(help="The new tokenizer dir.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG bar chart here.")] = None,
@@ -145,15 +186,32 @@ def report(
     tokenizers = {"old": old, **({"new": new} if new else {})}
     rows = measure(tokenizers, groups, max_chars)
     table = Table(title="tokenizer compression")
-    for col in ("label", "tokenizer", "docs", "chars", "tokens", "tokens/char", "tokens/byte",
-                "mean tokens", "vs old"):
+    for col in (
+        "label",
+        "tokenizer",
+        "docs",
+        "chars",
+        "tokens",
+        "tokens/char",
+        "tokens/byte",
+        "mean tokens",
+        "vs old",
+    ):
         table.add_column(col, justify="right" if col not in {"label", "tokenizer"} else "left")
     base = {r.label: r.tokens for r in rows if r.tokenizer == "old"}
     for r in rows:
         delta = "" if r.tokenizer == "old" else f"{r.tokens / base[r.label] - 1:+.1%}"
-        table.add_row(r.label, r.tokenizer, f"{r.documents:,}", f"{r.characters:,}",
-                      f"{r.tokens:,}", f"{r.tokens_per_char:.3f}", f"{r.tokens_per_byte:.3f}",
-                      f"{r.mean_tokens:.1f}", delta)
+        table.add_row(
+            r.label,
+            r.tokenizer,
+            f"{r.documents:,}",
+            f"{r.characters:,}",
+            f"{r.tokens:,}",
+            f"{r.tokens_per_char:.3f}",
+            f"{r.tokens_per_byte:.3f}",
+            f"{r.mean_tokens:.1f}",
+            delta,
+        )
     console = _console(ctx)
     console.print(table)
     if plot:
@@ -163,5 +221,10 @@ def report(
 
 
 def _progress(console: Console) -> Progress:
-    return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console)
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )

@@ -34,8 +34,12 @@ class CompressionRow:
         return self.tokens / max(self.documents, 1)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "tokens_per_char": self.tokens_per_char,
-                "tokens_per_byte": self.tokens_per_byte, "mean_tokens": self.mean_tokens}
+        return {
+            **asdict(self),
+            "tokens_per_char": self.tokens_per_char,
+            "tokens_per_byte": self.tokens_per_byte,
+            "mean_tokens": self.mean_tokens,
+        }
 
 
 def load_encoder(tokenizer_dir: Path) -> Encoder:
@@ -48,8 +52,7 @@ def load_encoder(tokenizer_dir: Path) -> Encoder:
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-        return lambda texts: [len(e.ids) for e in tok.encode_batch(texts,
-                                                                   add_special_tokens=False)]
+        return lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
     if (tokenizer_dir / "tokenizer.model").is_file():
         import sentencepiece as spm
 
@@ -58,8 +61,9 @@ def load_encoder(tokenizer_dir: Path) -> Encoder:
     raise TokenizerExpandError(f"{tokenizer_dir}: no tokenizer.json or tokenizer.model")
 
 
-def measure(tokenizers: dict[str, Path], texts: dict[str, list[Path]],
-            max_chars: int | None = None) -> list[CompressionRow]:
+def measure(
+    tokenizers: dict[str, Path], texts: dict[str, list[Path]], max_chars: int | None = None
+) -> list[CompressionRow]:
     """Compression of every tokenizer on every labelled group of text files.
 
     Args:
@@ -74,11 +78,16 @@ def measure(tokenizers: dict[str, Path], texts: dict[str, list[Path]],
         for label, lines in docs.items():
             if not lines:
                 raise TokenizerExpandError(f"no text for label {label!r}")
-            rows.append(CompressionRow(
-                tokenizer=name, label=label, documents=len(lines),
-                characters=sum(len(x) for x in lines),
-                bytes=sum(len(x.encode("utf-8")) for x in lines),
-                tokens=sum(encode(lines))))
+            rows.append(
+                CompressionRow(
+                    tokenizer=name,
+                    label=label,
+                    documents=len(lines),
+                    characters=sum(len(x) for x in lines),
+                    bytes=sum(len(x.encode("utf-8")) for x in lines),
+                    tokens=sum(encode(lines)),
+                )
+            )
     return rows
 
 
@@ -94,8 +103,10 @@ def plot_compression(rows: list[CompressionRow], path: Path) -> Path:
     width = 0.8 / len(names)
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(labels), 3.6))
     for k, name in enumerate(names):
-        values = [next(r.tokens_per_char for r in rows if r.tokenizer == name and r.label == lab)
-                  for lab in labels]
+        values = [
+            next(r.tokens_per_char for r in rows if r.tokenizer == name and r.label == lab)
+            for lab in labels
+        ]
         xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(labels))]
         bars = ax.bar(xs, values, width, label=name)
         ax.bar_label(bars, fmt="%.2f", fontsize=8)

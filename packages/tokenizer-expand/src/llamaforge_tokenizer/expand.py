@@ -11,9 +11,15 @@ from llamaforge_tokenizer.segment import detect_kind
 from llamaforge_tokenizer.spm import expand_sentencepiece
 
 
-def expand_tokenizer(tokenizer_dir: Path, pieces_file: Path, out_dir: Path, *,
-                     pad_to: int = 64, overwrite: bool = False,
-                     max_piece_chars: int = DEFAULT_MAX_PIECE_CHARS) -> ExpandReport:
+def expand_tokenizer(
+    tokenizer_dir: Path,
+    pieces_file: Path,
+    out_dir: Path,
+    *,
+    pad_to: int = 64,
+    overwrite: bool = False,
+    max_piece_chars: int = DEFAULT_MAX_PIECE_CHARS,
+) -> ExpandReport:
     """Expand the tokenizer in ``tokenizer_dir`` with the pieces listed in ``pieces_file``.
 
     ``tokenizer.model`` present → sentencepiece expansion; else byte-level BPE
@@ -22,5 +28,11 @@ def expand_tokenizer(tokenizer_dir: Path, pieces_file: Path, out_dir: Path, *,
     kind = detect_kind(tokenizer_dir)
     plist = read_pieces(pieces_file, max_chars=max_piece_chars)
     fn = expand_sentencepiece if kind == "sentencepiece" else expand_bpe
-    return fn(tokenizer_dir, plist.pieces, out_dir, pad_to=pad_to, overwrite=overwrite,
-              duplicates=plist.duplicates)
+    return fn(
+        tokenizer_dir,
+        plist.pieces,
+        out_dir,
+        pad_to=pad_to,
+        overwrite=overwrite,
+        duplicates=plist.duplicates,
+    )

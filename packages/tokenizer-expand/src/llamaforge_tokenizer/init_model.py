@@ -22,8 +22,15 @@ from llamaforge_tokenizer.outdir import atomic_output_dir
 from llamaforge_tokenizer.safetensors_io import Pending, read_header, write_file
 from llamaforge_tokenizer.subtokens import old_vocab_size, subtoken_ids
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
-                   "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+)
 INPUT_NAMES = ("model.embed_tokens.weight",)
 OUTPUT_NAMES = ("lm_head.weight",)
 _TORCH_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
@@ -81,8 +88,14 @@ def _weight_files(model_dir: Path) -> list[Path]:
     raise TokenizerExpandError(f"{model_dir}: no model.safetensors (only safetensors is read)")
 
 
-def init_model(model_dir: Path, tokenizer_dir: Path, out_dir: Path,
-               config: InitConfig | None = None, *, overwrite: bool = False) -> InitReport:
+def init_model(
+    model_dir: Path,
+    tokenizer_dir: Path,
+    out_dir: Path,
+    config: InitConfig | None = None,
+    *,
+    overwrite: bool = False,
+) -> InitReport:
     """Write ``out_dir``: the model of ``model_dir`` with embeddings for ``tokenizer_dir``.
 
     The output is a self-contained HF model dir: weights, ``config.json`` with the new
@@ -100,11 +113,13 @@ def init_model(model_dir: Path, tokenizer_dir: Path, out_dir: Path,
     if rows < old_tok_size:
         raise TokenizerExpandError(
             f"{model_dir}: the model has {rows} embedding rows but its tokenizer has "
-            f"{old_tok_size} tokens; they must match")
+            f"{old_tok_size} tokens; they must match"
+        )
     subs, new_size = subtoken_ids(model_dir, tokenizer_dir, rows)
     if new_size < rows:
-        raise TokenizerExpandError(f"{tokenizer_dir} has {new_size} tokens, fewer than the "
-                                   f"model's {rows} rows")
+        raise TokenizerExpandError(
+            f"{tokenizer_dir} has {new_size} tokens, fewer than the model's {rows} rows"
+        )
     tied = bool(model_cfg.get("tie_word_embeddings", False))
     files = _weight_files(model_dir)
     changed: list[str] = []
@@ -115,12 +130,19 @@ def init_model(model_dir: Path, tokenizer_dir: Path, out_dir: Path,
         if not changed:
             raise TokenizerExpandError(f"{model_dir}: no {INPUT_NAMES[0]} tensor found")
         _write_configs(model_dir, tokenizer_dir, tmp, model_cfg, new_size, sizes)
-    return InitReport(old_rows=rows, new_rows=new_size, tied=tied, matrices=changed,
-                      method=config.method.value, seconds=time.perf_counter() - start)
+    return InitReport(
+        old_rows=rows,
+        new_rows=new_size,
+        tied=tied,
+        matrices=changed,
+        method=config.method.value,
+        seconds=time.perf_counter() - start,
+    )
 
 
-def _rewrite_shard(src: Path, dst: Path, subs, rows: int, config: InitConfig,
-                   changed: list[str]) -> int:
+def _rewrite_shard(
+    src: Path, dst: Path, subs, rows: int, config: InitConfig, changed: list[str]
+) -> int:
     infos, meta, data_start = read_header(src)
     pending = []
     for info in sorted(infos.values(), key=lambda i: i.start):
@@ -128,14 +150,22 @@ def _rewrite_shard(src: Path, dst: Path, subs, rows: int, config: InitConfig,
             if info.shape[0] != rows:
                 raise TokenizerExpandError(
                     f"{src.name}: {info.name} has {info.shape[0]} rows but config.json says "
-                    f"vocab_size={rows}")
+                    f"vocab_size={rows}"
+                )
             data = _expand_matrix(src, data_start, info, subs, config)
             shape = (info.shape[0] + len(subs), *info.shape[1:])
             pending.append(Pending(info.name, info.dtype, shape, data.nbytes, data=data))
             changed.append(info.name)
         else:
-            pending.append(Pending(info.name, info.dtype, info.shape, info.nbytes,
-                                   source=(src, data_start + info.start)))
+            pending.append(
+                Pending(
+                    info.name,
+                    info.dtype,
+                    info.shape,
+                    info.nbytes,
+                    source=(src, data_start + info.start),
+                )
+            )
     write_file(dst, pending, meta)
     return sum(p.nbytes for p in pending)
 
@@ -158,8 +188,10 @@ def _expand_matrix(src: Path, data_start: int, info, subs, config: InitConfig):
     mean_all /= rows
     noise_std = 0.0
     if config.method is InitMethod.NOISY_MEAN:
-        sq = sum(float(((old[lo : lo + config.chunk_rows].float() - mean_all) ** 2).sum())
-                 for lo in range(0, rows, config.chunk_rows))
+        sq = sum(
+            float(((old[lo : lo + config.chunk_rows].float() - mean_all) ** 2).sum())
+            for lo in range(0, rows, config.chunk_rows)
+        )
         noise_std = config.noise_scale * (sq / (rows * dim)) ** 0.5
     gen = torch.Generator().manual_seed(config.seed)
     for lo in range(0, len(subs), config.chunk_rows):
@@ -169,8 +201,11 @@ def _expand_matrix(src: Path, data_start: int, info, subs, config: InitConfig):
         acc = torch.zeros((len(chunk), dim), dtype=torch.float32)
         if flat:
             acc.index_add_(0, torch.tensor(owner), old[torch.tensor(flat)].float())
-        counts = torch.bincount(torch.tensor(owner, dtype=torch.long),
-                                minlength=len(chunk)).float() if owner else torch.zeros(len(chunk))
+        counts = (
+            torch.bincount(torch.tensor(owner, dtype=torch.long), minlength=len(chunk)).float()
+            if owner
+            else torch.zeros(len(chunk))
+        )
         acc /= counts.clamp(min=1).unsqueeze(1)
         acc[counts == 0] = mean_all
         if noise_std:
@@ -179,8 +214,14 @@ def _expand_matrix(src: Path, data_start: int, info, subs, config: InitConfig):
     return new.view(torch.uint8).numpy().reshape(-1)
 
 
-def _write_configs(model_dir: Path, tokenizer_dir: Path, out: Path, model_cfg: dict,
-                   new_size: int, sizes: dict[str, int]) -> None:
+def _write_configs(
+    model_dir: Path,
+    tokenizer_dir: Path,
+    out: Path,
+    model_cfg: dict,
+    new_size: int,
+    sizes: dict[str, int],
+) -> None:
     model_cfg = dict(model_cfg, vocab_size=new_size)
     (out / "config.json").write_text(json.dumps(model_cfg, indent=2) + "\n")
     index = model_dir / "model.safetensors.index.json"

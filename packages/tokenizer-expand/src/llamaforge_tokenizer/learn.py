@@ -68,8 +68,7 @@ class Candidate:
     kind: str  # "char" or "merge"
 
     def to_dict(self) -> dict:
-        return {"piece": self.piece, "saving": self.saving, "count": self.count,
-                "kind": self.kind}
+        return {"piece": self.piece, "saving": self.saving, "count": self.count, "kind": self.kind}
 
 
 @dataclass(kw_only=True)
@@ -118,8 +117,9 @@ def read_word_substrings(path: Path, min_freq: int, max_chars: int) -> set[str]:
             try:
                 freq = int(fields[1])
             except ValueError:
-                raise TokenizerExpandError(f"{path}:{lineno}: frequency {fields[1]!r} is not an "
-                                           "integer") from None
+                raise TokenizerExpandError(
+                    f"{path}:{lineno}: frequency {fields[1]!r} is not an integer"
+                ) from None
             if freq < min_freq:
                 continue
         word = fields[0]
@@ -129,8 +129,12 @@ def read_word_substrings(path: Path, min_freq: int, max_chars: int) -> set[str]:
     return subs
 
 
-def learn_pieces(tokenizer_dir: Path, corpus_files: list[Path], config: LearnConfig,
-                 progress: Callable[[int], None] | None = None) -> LearnResult:
+def learn_pieces(
+    tokenizer_dir: Path,
+    corpus_files: list[Path],
+    config: LearnConfig,
+    progress: Callable[[int], None] | None = None,
+) -> LearnResult:
     """Propose ``config.num_pieces`` new pieces for the tokenizer in ``tokenizer_dir``.
 
     Args:
@@ -143,8 +147,11 @@ def learn_pieces(tokenizer_dir: Path, corpus_files: list[Path], config: LearnCon
     lines = read_corpus(corpus_files, config.max_corpus_chars)
     if not lines:
         raise TokenizerExpandError("the corpus is empty")
-    words = (read_word_substrings(config.word_list, config.min_word_freq, config.max_piece_chars)
-             if config.word_list else None)
+    words = (
+        read_word_substrings(config.word_list, config.min_word_freq, config.max_piece_chars)
+        if config.word_list
+        else None
+    )
 
     def allowed(unit: str) -> str | None:
         text = seg.text(unit)
@@ -160,15 +167,20 @@ def learn_pieces(tokenizer_dir: Path, corpus_files: list[Path], config: LearnCon
     engine = _Engine(seg.chunks(lines), seg.vocab, allowed)
     before = engine.total_tokens()
     result = engine.run(config.num_pieces, config.min_saving, progress)
-    return LearnResult(candidates=result, tokens_before=before, tokens_after=engine.total_tokens(),
-                       characters=sum(len(line) for line in lines))
+    return LearnResult(
+        candidates=result,
+        tokens_before=before,
+        tokens_after=engine.total_tokens(),
+        characters=sum(len(line) for line in lines),
+    )
 
 
 class _Engine:
     """Incremental greedy BPE over weighted chunks (linked lists + lazy max-heap)."""
 
-    def __init__(self, chunks: Counter[Chunk], vocab: frozenset[str],
-                 allowed: Callable[[str], str | None]):
+    def __init__(
+        self, chunks: Counter[Chunk], vocab: frozenset[str], allowed: Callable[[str], str | None]
+    ):
         self.allowed = allowed
         self.ids: dict[str, int] = {}
         self.strs: list[str] = []
@@ -257,8 +269,11 @@ class _Engine:
                 self.cost[key] = 1
                 for pair in self.pairs_of[key]:
                     self._push_pair(pair)
-                out.append(Candidate(self.allowed(self.strs[key]) or "", current,
-                                     self.sym_cnt[key], "char"))
+                out.append(
+                    Candidate(
+                        self.allowed(self.strs[key]) or "", current, self.sym_cnt[key], "char"
+                    )
+                )
             else:
                 if key in rejected:
                     continue

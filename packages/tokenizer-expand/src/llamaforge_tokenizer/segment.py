@@ -53,8 +53,10 @@ def detect_kind(tokenizer_dir: Path) -> str:
     if (tokenizer_dir / "tokenizer.model").is_file():
         return "sentencepiece"
     if fast.is_file():
-        raise TokenizerExpandError(f"{fast}: neither byte-level BPE nor backed by a "
-                                   "tokenizer.model; this kind of tokenizer is not supported")
+        raise TokenizerExpandError(
+            f"{fast}: neither byte-level BPE nor backed by a "
+            "tokenizer.model; this kind of tokenizer is not supported"
+        )
     if not tokenizer_dir.is_dir():
         raise TokenizerExpandError(f"{tokenizer_dir}: no such tokenizer dir")
     raise TokenizerExpandError(f"{tokenizer_dir}: neither tokenizer.model nor tokenizer.json found")
@@ -66,7 +68,8 @@ def _is_byte_level(path: Path) -> bool:
     except (ValueError, UnicodeDecodeError) as exc:
         raise TokenizerExpandError(f"{path}: corrupt tokenizer.json ({exc})") from None
     return (data.get("model") or {}).get("type") == "BPE" and "ByteLevel" in json.dumps(
-        data.get("pre_tokenizer"))
+        data.get("pre_tokenizer")
+    )
 
 
 def load_segmenter(tokenizer_dir: Path) -> Segmenter:

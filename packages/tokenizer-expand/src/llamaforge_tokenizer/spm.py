@@ -115,8 +115,9 @@ def expand_sentencepiece(
         raise TokenizerExpandError(f"pad_to must be at least 1, got {pad_to}")
     proto = load_model_proto(tokenizer_dir)
     vocab = _Vocab(proto)
-    report = ExpandReport(kind="sentencepiece", old_size=len(proto.pieces), new_size=0,
-                          duplicates=duplicates)
+    report = ExpandReport(
+        kind="sentencepiece", old_size=len(proto.pieces), new_size=0, duplicates=duplicates
+    )
     for text in pieces:
         piece = to_piece(text)
         if piece in vocab:

@@ -29,8 +29,11 @@ def subtoken_ids(old_dir: Path, new_dir: Path, first_new: int) -> tuple[list[lis
     kind = detect_kind(new_dir)
     if kind != detect_kind(old_dir):
         raise TokenizerExpandError(f"{new_dir} and {old_dir} are different kinds of tokenizer")
-    return (_spm(old_dir, new_dir, first_new) if kind == "sentencepiece"
-            else _bpe(old_dir, new_dir, first_new))
+    return (
+        _spm(old_dir, new_dir, first_new)
+        if kind == "sentencepiece"
+        else _bpe(old_dir, new_dir, first_new)
+    )
 
 
 def _spm(old_dir: Path, new_dir: Path, first_new: int):
@@ -42,7 +45,8 @@ def _spm(old_dir: Path, new_dir: Path, first_new: int):
             raise TokenizerExpandError(
                 f"{new_dir} is not an expansion of {old_dir}: id {i} is "
                 f"{new.pieces[i].piece if i < len(new.pieces) else 'missing'!r}, "
-                f"was {piece.piece!r}")
+                f"was {piece.piece!r}"
+            )
     old.normalizer_spec.add_dummy_prefix = False  # a piece is spelled exactly, no leading ▁
     sp = spm.SentencePieceProcessor(model_proto=old.SerializeToString())
     out = []
@@ -59,7 +63,8 @@ def _bpe(old_dir: Path, new_dir: Path, first_new: int):
     for token, i in old_vocab.items():
         if new_vocab.get(token) != i:
             raise TokenizerExpandError(
-                f"{new_dir} is not an expansion of {old_dir}: {token!r} was id {i}")
+                f"{new_dir} is not an expansion of {old_dir}: {token!r} was id {i}"
+            )
     old_tok = Tokenizer.from_str(json.dumps(old_data))
     by_id = {i: t for t, i in new_vocab.items()}
     size = max([*new_vocab.values(), *(t["id"] for t in new_data.get("added_tokens", []))]) + 1

@@ -6,7 +6,9 @@ import typer
 
 from llamaforge_trainer import __version__
 
-app = typer.Typer(help="Continual pre-training and SFT on ColossalAI's Booster.", no_args_is_help=True)
+app = typer.Typer(
+    help="Continual pre-training and SFT on ColossalAI's Booster.", no_args_is_help=True
+)
 
 
 @app.command()

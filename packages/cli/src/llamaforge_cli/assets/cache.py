@@ -127,8 +127,12 @@ def ensure_asset(name: str, *, root: Path | None = None, step: Step | None = Non
         files = {
             str(p.relative_to(out)): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()
         }
-        manifest = {"name": name, "revision": spec.revision, "source": spec.source.requirement,
-                    "files": files}
+        manifest = {
+            "name": name,
+            "revision": spec.revision,
+            "source": spec.source.requirement,
+            "files": files,
+        }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)

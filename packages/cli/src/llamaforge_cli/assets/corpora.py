@@ -15,7 +15,7 @@ _BRACKET_CLOSE = re.compile(r"\][a-z]+$")
 
 
 def strip_pos_tags(line: str) -> str:
-    """``迈向/v  充满/v ... [中央/n  电台/n]nt`` → ``迈向充满...中央电台`` (People's Daily format)."""
+    """People's Daily format: ``迈向/v  充满/v [中央/n  电台/n]nt`` → ``迈向充满中央电台``."""
     words = []
     for token in line.split():
         token = _BRACKET_CLOSE.sub("", token.lstrip("["))

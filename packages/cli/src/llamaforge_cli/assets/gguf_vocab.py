@@ -92,7 +92,7 @@ def build_llama_spm_dir(gguf_path: Path, out_dir: Path) -> None:
 
 
 def build_llama_bpe_dir(gguf_path: Path, out_dir: Path) -> None:
-    """Write a LLaMA-3 style byte-level BPE HF tokenizer dir (``tokenizer.json``) from a GGUF vocab."""
+    """Write a LLaMA-3 style byte-level BPE HF tokenizer dir from a GGUF vocabulary."""
     try:
         from transformers import AutoTokenizer
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
