@@ -53,7 +53,7 @@ class InitConfig:
     """noisy-mean: noise std as a fraction of the old rows' std."""
     seed: int = 0
     """noisy-mean: random seed."""
-    chunk_rows: int = 4096
+    chunk_rows: int = 1024
     """New rows computed per step (bounds the temporary fp32 buffers)."""
 
     def __post_init__(self) -> None:
@@ -152,9 +152,13 @@ def _rewrite_shard(
                     f"{src.name}: {info.name} has {info.shape[0]} rows but config.json says "
                     f"vocab_size={rows}"
                 )
-            data = _expand_matrix(src, data_start, info, subs, config)
             shape = (info.shape[0] + len(subs), *info.shape[1:])
-            pending.append(Pending(info.name, info.dtype, shape, data.nbytes, data=data))
+            nbytes = info.nbytes // info.shape[0] * shape[0]
+
+            def make(info=info):
+                return _expand_matrix(src, data_start, info, subs, config)
+
+            pending.append(Pending(info.name, info.dtype, shape, nbytes, make=make))
             changed.append(info.name)
         else:
             pending.append(

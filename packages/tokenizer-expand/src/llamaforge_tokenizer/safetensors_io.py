@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -68,14 +68,18 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict, int]:
 
 @dataclass
 class Pending:
-    """A tensor to write: either raw bytes from a source file range, or a buffer."""
+    """A tensor to write: raw bytes from a source file range, or a buffer made on demand.
+
+    ``make`` is called only when the writer reaches the tensor, and its result is dropped right
+    after, so at most one new tensor is alive at a time.
+    """
 
     name: str
     dtype: str
     shape: tuple[int, ...]
     nbytes: int
     source: tuple[Path, int] | None = None  # (file, absolute offset)
-    data: bytes | memoryview | None = None
+    make: Callable[[], object] | None = None  # returns a bytes-like object of nbytes
 
 
 def write_file(path: Path, tensors: Iterable[Pending], metadata: dict | None = None) -> None:
@@ -96,8 +100,14 @@ def write_file(path: Path, tensors: Iterable[Pending], metadata: dict | None = N
         out.write(struct.pack("<Q", len(blob)))
         out.write(blob)
         for t in tensors:
-            if t.data is not None:
-                out.write(t.data)
+            if t.make is not None:
+                data = t.make()
+                if memoryview(data).nbytes != t.nbytes:
+                    raise TokenizerExpandError(
+                        f"{t.name}: made {memoryview(data).nbytes} bytes, header says {t.nbytes}"
+                    )
+                out.write(data)
+                del data
             else:
                 src, start = t.source
                 with src.open("rb") as fh:
