@@ -127,3 +127,15 @@ def test_smollm2_answers_paris(asset):
     out = model.generate(ids, max_new_tokens=24, do_sample=False)
     answer = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer, answer
+
+
+def test_llama3_tokenizer_reproduces_llama_cpp_cases(asset):
+    from tokenizers import Tokenizer
+
+    folder = asset("llama3-tokenizer")
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    assert tok.get_vocab_size() == 128256
+    cases = read_vocab_cases(folder / CASES_INP, folder / CASES_OUT)
+    assert len(cases) >= 46
+    got = [tok.encode(text, add_special_tokens=False).ids for text, _ in cases]
+    assert got == [ids for _, ids in cases]

@@ -88,3 +88,30 @@ def test_piece_across_pretoken_boundary_is_counted_unusable(asset, tmp_path):
 def test_sentencepiece_dir_is_not_bpe(asset, tmp_path):
     with pytest.raises(TokenizerExpandError, match="no tokenizer.json"):
         expand_bpe(asset("llama2-tokenizer"), ["你好"], tmp_path / "o")
+
+
+def test_llama3_expansion_keeps_old_encodings(asset, heldout, tmp_path):
+    from llamaforge_cli.assets import read_vocab_cases
+    from llamaforge_tokenizer import LearnConfig, learn_pieces
+    from llamaforge_tokenizer.pieces import write_pieces
+
+    base = asset("llama3-tokenizer")
+    learned = learn_pieces(
+        base,
+        [asset("people-daily") / "train.txt"],
+        LearnConfig(num_pieces=1500, max_corpus_chars=200_000),
+    )
+    write_pieces(tmp_path / "p.jsonl", [c.to_dict() for c in learned.candidates])
+    from llamaforge_tokenizer import expand_tokenizer
+
+    report = expand_tokenizer(base, tmp_path / "p.jsonl", tmp_path / "tok")
+    assert report.new_size % 64 == 0 and report.old_size == 128256
+    old, new = _tok(base), _tok(tmp_path / "tok")
+    cases = read_vocab_cases(base / "llama.cpp-cases.inp", base / "llama.cpp-cases.out")
+    plain = [t for t, _ in cases if all(ord(ch) < 0x2E80 for ch in t)]
+    plain += heldout("botchan") + heldout("lee-news")
+    assert [e.ids for e in new.encode_batch(plain)] == [e.ids for e in old.encode_batch(plain)]
+    zh = heldout("people-daily")
+    before = sum(len(e.ids) for e in old.encode_batch(zh))
+    after = sum(len(e.ids) for e in new.encode_batch(zh))
+    assert after < 0.9 * before

@@ -12,6 +12,11 @@ from pathlib import Path
 
 from llamaforge_cli.assets.errors import AssetError
 
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
 
 def _field(reader, key: str):
     field = reader.fields.get(key)
@@ -99,8 +104,35 @@ def build_llama_bpe_dir(gguf_path: Path, out_dir: Path) -> None:
         raise AssetError(
             "building the LLaMA-3 tokenizer needs transformers: pip install 'llamaforge[model]'"
         ) from exc
-    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    tok = AutoTokenizer.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, legacy=False
+    )
     tok.save_pretrained(str(out_dir))
+    # transformers 4.51's GGUF converter gives this vocabulary GPT-2's pre-tokenizer; LLaMA-3
+    # splits text with its own pattern (digits in groups of up to three, case-insensitive
+    # contractions) and looks whole pre-tokens up before merging.
+    path = out_dir / "tokenizer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["pre_tokenizer"] = {
+        "type": "Sequence",
+        "pretokenizers": [
+            {
+                "type": "Split",
+                "pattern": {"Regex": LLAMA3_SPLIT},
+                "behavior": "Isolated",
+                "invert": False,
+            },
+            {
+                "type": "ByteLevel",
+                "add_prefix_space": False,
+                "trim_offsets": True,
+                "use_regex": False,
+            },
+        ],
+    }
+    data["model"]["ignore_merges"] = True
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    (out_dir / "tokenizer.model").unlink(missing_ok=True)
 
 
 def read_vocab_cases(inp: Path, out: Path) -> list[tuple[str, list[int]]]:

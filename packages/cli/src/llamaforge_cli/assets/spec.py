@@ -81,6 +81,7 @@ ASSETS: dict[str, AssetSpec] = {
                 },
             ),
             builder="llamaforge_cli.assets.builders:build_llama3_tokenizer",
+            revision=2,
             needs=("gguf", "transformers"),
         ),
         AssetSpec(
