@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """The llamaforge demo: run every stage that exists, end to end, on the real assets.
 
-Until the pipeline recipe lands (issue 8), this is a fixed sequence of `llamaforge` commands:
-fetch and verify the assets, check the machine, then the stages in order. Each step prints its
-own output; the script stops at the first failing step with its exit code.
+Until the pipeline recipe lands, this is a fixed sequence of `llamaforge` commands: fetch and
+verify the assets, check the machine, then the stages that exist — learn Chinese pieces for
+SmolLM2 from People's Daily and jieba's words, expand its tokenizer, initialise the new
+embeddings, report compression on held-out Chinese and English text, and check that the expanded
+model still answers in English. Each step prints its own output; the script stops at the first
+failing step with its exit code.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,19 +20,17 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from llamaforge_cli.assets import ensure_asset
 from llamaforge_cli.main import main as llamaforge
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _chat_smoke(console: Console) -> int:
-    """Ask the converted SmolLM2 the France question (the model every later stage starts from)."""
+def _chat_smoke(console: Console, folder: Path) -> int:
+    """Ask a model the France question; English must survive every stage."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llamaforge_cli.assets import ensure_asset
-
-    folder = ensure_asset("smollm2-135m")
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.bfloat16)
     question = "What is the capital of France?"
@@ -41,6 +43,11 @@ def _chat_smoke(console: Console) -> int:
     return 0 if "Paris" in answer else 1
 
 
+def asset_path(name: str):
+    """A callable returning the asset's dir (fetched by the first step, not at plan time)."""
+    return lambda: ensure_asset(name)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -49,13 +56,91 @@ def main(argv: list[str]) -> int:
         default=ROOT / "out" / "demo",
         help="where stage outputs go (default: out/demo)",
     )
+    parser.add_argument("--num-pieces", type=int, default=8000, help="pieces to learn")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if not sys.stdout.isatty():
+        os.environ.setdefault("COLUMNS", "140")  # readable tables in logs, too
     console = Console()
+    base = asset_path("smollm2-135m")
+    zh, reviews = asset_path("people-daily"), asset_path("chinese-reviews")
+    en1, en2 = asset_path("botchan"), asset_path("lee-news")
     steps = [
         ("fetch assets", lambda: llamaforge(["assets", "fetch"])),
         ("doctor", lambda: llamaforge(["doctor"])),
-        ("base model chat", lambda: _chat_smoke(console)),
+        ("base model chat", lambda: _chat_smoke(console, base())),
+        (
+            "learn Chinese pieces",
+            lambda: llamaforge(
+                [
+                    "vocab",
+                    "learn",
+                    str(base()),
+                    str(zh() / "train.txt"),
+                    "-o",
+                    str(out / "pieces.jsonl"),
+                    "--num-pieces",
+                    str(args.num_pieces),
+                    "--word-list",
+                    str(ensure_asset("jieba-dict") / "dict.txt"),
+                ]
+            ),
+        ),
+        (
+            "expand tokenizer",
+            lambda: llamaforge(
+                [
+                    "vocab",
+                    "expand",
+                    str(base()),
+                    str(out / "pieces.jsonl"),
+                    "-o",
+                    str(out / "tokenizer"),
+                    "--overwrite",
+                ]
+            ),
+        ),
+        (
+            "initialise embeddings",
+            lambda: llamaforge(
+                [
+                    "vocab",
+                    "init-model",
+                    str(base()),
+                    str(out / "tokenizer"),
+                    "-o",
+                    str(out / "model"),
+                    "--overwrite",
+                ]
+            ),
+        ),
+        (
+            "compression report",
+            lambda: llamaforge(
+                [
+                    "vocab",
+                    "report",
+                    "--old",
+                    str(base()),
+                    "--new",
+                    str(out / "tokenizer"),
+                    "--text",
+                    f"zh-news={zh() / 'heldout.txt'}",
+                    "--text",
+                    f"zh-reviews={reviews() / 'heldout.txt'}",
+                    "--text",
+                    f"en={en1() / 'heldout.txt'}",
+                    "--text",
+                    f"en={en2() / 'heldout.txt'}",
+                    "--plot",
+                    str(out / "compression.png"),
+                    "--json",
+                    str(out / "compression.json"),
+                ]
+            ),
+        ),
+        ("expanded model chat", lambda: _chat_smoke(console, out / "model")),
     ]
     timings = Table(title="llamaforge demo")
     timings.add_column("step")
