@@ -14,16 +14,15 @@ LEARN_CHARS = 800_000
 NUM_PIECES = 8000
 
 
-@pytest.fixture(scope="session")
-def llama2_expanded(asset, tmp_path_factory) -> dict[str, Path]:
-    base = asset("llama2-tokenizer")
-    corpus = asset("people-daily") / "train.txt"
-    words = asset("jieba-dict") / "dict.txt"
-    work = tmp_path_factory.mktemp("llama2-expanded")
+def _learn_and_expand(asset, base: Path, work: Path) -> dict:
     result = learn_pieces(
         base,
-        [corpus],
-        LearnConfig(num_pieces=NUM_PIECES, word_list=words, max_corpus_chars=LEARN_CHARS),
+        [asset("people-daily") / "train.txt"],
+        LearnConfig(
+            num_pieces=NUM_PIECES,
+            word_list=asset("jieba-dict") / "dict.txt",
+            max_corpus_chars=LEARN_CHARS,
+        ),
     )
     pieces = work / "pieces.jsonl"
     write_pieces(pieces, [c.to_dict() for c in result.candidates])
@@ -35,6 +34,14 @@ def llama2_expanded(asset, tmp_path_factory) -> dict[str, Path]:
         "report": report,
         "learned": result,
     }
+
+
+@pytest.fixture(scope="session")
+def llama2_expanded(asset, tmp_path_factory) -> dict:
+    """LLaMA-2's sentencepiece tokenizer expanded with pieces learned from Chinese news."""
+    return _learn_and_expand(
+        asset, asset("llama2-tokenizer"), tmp_path_factory.mktemp("llama2-expanded")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -71,26 +78,8 @@ MIXED_TEXTS = [
 
 
 @pytest.fixture(scope="session")
-def smollm2_expanded(asset, tmp_path_factory) -> dict[str, Path]:
+def smollm2_expanded(asset, tmp_path_factory) -> dict:
     """SmolLM2's byte-level BPE tokenizer expanded with pieces learned from Chinese news."""
-    base = asset("smollm2-135m")
-    work = tmp_path_factory.mktemp("smollm2-expanded")
-    result = learn_pieces(
-        base,
-        [asset("people-daily") / "train.txt"],
-        LearnConfig(
-            num_pieces=NUM_PIECES,
-            word_list=asset("jieba-dict") / "dict.txt",
-            max_corpus_chars=LEARN_CHARS,
-        ),
+    return _learn_and_expand(
+        asset, asset("smollm2-135m"), tmp_path_factory.mktemp("smollm2-expanded")
     )
-    pieces = work / "pieces.jsonl"
-    write_pieces(pieces, [c.to_dict() for c in result.candidates])
-    report = expand_tokenizer(base, pieces, work / "tokenizer")
-    return {
-        "base": base,
-        "new": work / "tokenizer",
-        "pieces": pieces,
-        "report": report,
-        "learned": result,
-    }

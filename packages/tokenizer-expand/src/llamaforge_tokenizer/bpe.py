@@ -60,10 +60,6 @@ def load_bpe_json(tokenizer_dir: Path) -> dict:
     return data
 
 
-def _merge_parts(merge) -> tuple[str, str]:
-    return tuple(merge) if isinstance(merge, list) else tuple(merge.split(" ", 1))
-
-
 def expand_bpe(
     tokenizer_dir: Path,
     pieces: list[str],

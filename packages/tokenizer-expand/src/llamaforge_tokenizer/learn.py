@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llamaforge_tokenizer.errors import TokenizerExpandError
+from llamaforge_tokenizer.pieces import read_utf8
 from llamaforge_tokenizer.segment import Chunk, load_segmenter
 
 log = logging.getLogger(__name__)
@@ -83,15 +84,7 @@ def read_corpus(files: Iterable[Path], max_chars: int | None = None) -> list[str
     """Lines of the corpus files (UTF-8), stopping after ``max_chars`` characters."""
     lines, total = [], 0
     for path in files:
-        path = Path(path)
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except FileNotFoundError:
-            raise TokenizerExpandError(f"{path}: no such file") from None
-        except UnicodeDecodeError as exc:
-            line = path.read_bytes()[: exc.start].count(b"\n") + 1
-            raise TokenizerExpandError(f"{path}:{line}: not UTF-8 ({exc.reason})") from None
-        for line in text.splitlines():
+        for line in read_utf8(Path(path)).splitlines():
             if not line.strip():
                 continue
             if max_chars is not None and total + len(line) > max_chars:

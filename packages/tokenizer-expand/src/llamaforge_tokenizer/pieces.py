@@ -28,6 +28,20 @@ class PieceList:
     """Empty lines (ignored)."""
 
 
+def read_utf8(path: Path) -> str:
+    """A text file's content; a missing file or a non-UTF-8 byte is named with its line."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        raise TokenizerExpandError(f"{path}: no such file") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise TokenizerExpandError(f"{path}:{line}: not UTF-8 ({exc.reason})") from None
+
+
 def validate_piece(piece: object, max_chars: int = DEFAULT_MAX_PIECE_CHARS) -> str | None:
     """Why ``piece`` cannot be a vocabulary piece, or None when it can."""
     if not isinstance(piece, str):
@@ -52,13 +66,7 @@ def read_pieces(path: Path, *, max_chars: int = DEFAULT_MAX_PIECE_CHARS) -> Piec
             field, or an invalid piece — naming the file and line.
     """
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise TokenizerExpandError(f"{path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise TokenizerExpandError(f"{path}:{line}: not UTF-8 ({exc.reason})") from None
+    text = read_utf8(path)
     is_jsonl = path.suffix in {".jsonl", ".json"}
     out = PieceList()
     seen: set[str] = set()
