@@ -1,0 +1,48 @@
+"""Best-fit-decreasing bin packing of segment lengths into rows of a fixed capacity."""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+
+import numpy as np
+
+
+def best_fit_decreasing(lengths: np.ndarray, capacity: int) -> list[list[int]]:
+    """Group item indices into bins whose lengths sum to at most ``capacity``.
+
+    Items are placed longest first, each into the open bin with the least room that still fits
+    it. Open bins are kept by remaining room (at most ``capacity`` distinct values), so a
+    placement costs O(log capacity) and the whole packing O(n log n). Ties break by index, so
+    the result is deterministic.
+
+    Raises:
+        ValueError: an item is longer than ``capacity``.
+    """
+    lengths = np.asarray(lengths)
+    if lengths.size and int(lengths.max()) > capacity:
+        raise ValueError(f"an item of length {int(lengths.max())} exceeds capacity {capacity}")
+    order = np.argsort(-lengths, kind="stable")
+    bins: list[list[int]] = []
+    room_keys: list[int] = []  # sorted distinct remaining-room values with open bins
+    by_room: dict[int, list[int]] = {}
+    for idx in order.tolist():
+        need = int(lengths[idx])
+        k = bisect_left(room_keys, need)
+        if k < len(room_keys):
+            room = room_keys[k]
+            stack = by_room[room]
+            b = stack.pop()
+            if not stack:
+                room_keys.pop(k)
+                del by_room[room]
+        else:
+            b, room = len(bins), capacity
+            bins.append([])
+        bins[b].append(idx)
+        left = room - need
+        if left > 0:
+            if left not in by_room:
+                insort(room_keys, left)
+                by_room[left] = []
+            by_room[left].append(b)
+    return bins
