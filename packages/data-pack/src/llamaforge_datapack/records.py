@@ -99,13 +99,13 @@ def _raw_records(path: Path) -> Iterator[tuple[int, object]]:
                 yield row, rec
         return
     try:
-        handle = path.open("r", encoding="utf-8")
+        handle = path.open("rb")
     except OSError as exc:
         raise DataPackError(f"{path}: cannot open ({exc.strerror})") from None
     with handle:
         if path.suffix == ".json":
             try:
-                data = json.load(handle)
+                data = json.loads(handle.read().decode("utf-8"))
             except UnicodeDecodeError as exc:
                 raise DataPackError(f"{path}: not UTF-8 ({exc.reason})") from None
             except json.JSONDecodeError as exc:
@@ -114,19 +114,15 @@ def _raw_records(path: Path) -> Iterator[tuple[int, object]]:
                 raise DataPackError(f"{path}: a .json file must hold a list of records")
             yield from enumerate(data, start=1)
             return
-        lineno = 0
-        while True:
+        for lineno, raw in enumerate(handle, start=1):  # bytes, so errors know their line
             try:
-                raw = handle.readline()
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise DataPackError(f"{path}:{lineno + 1}: not UTF-8 ({exc.reason})") from None
-            if not raw:
-                return
-            lineno += 1
-            if not raw.strip():
+                raise DataPackError(f"{path}:{lineno}: not UTF-8 ({exc.reason})") from None
+            if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(raw)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 yield lineno, DataPackError(f"{path}:{lineno}: malformed JSON ({exc.msg})")
 
