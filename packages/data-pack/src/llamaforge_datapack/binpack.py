@@ -46,3 +46,31 @@ def best_fit_decreasing(lengths: np.ndarray, capacity: int) -> list[list[int]]:
                 by_room[left] = []
             by_room[left].append(b)
     return bins
+
+
+def split_lengths(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut documents longer than ``capacity`` into chunks; vectorised.
+
+    Returns (piece document index, piece start within its document, piece length).
+    """
+    lengths = np.asarray(lengths, np.int64)
+    counts = np.maximum(1, -(-lengths // capacity))
+    doc = np.repeat(np.arange(len(lengths)), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    start = (np.arange(len(doc)) - first) * capacity
+    return doc, start, np.minimum(capacity, lengths[doc] - start)
+
+
+def gather_rows(
+    values: np.ndarray, sources: np.ndarray, lengths: np.ndarray, bins: list[list[int]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Copy pieces ``(sources[i], lengths[i])`` of flat ``values`` into rows, in one gather.
+
+    Returns the rows' tokens, flat, and the row offsets into it (``len(bins) + 1`` entries).
+    """
+    order = np.fromiter((i for b in bins for i in b), np.int64)
+    piece_len = lengths[order]
+    out_start = np.cumsum(piece_len) - piece_len
+    index = np.repeat(sources[order] - out_start, piece_len) + np.arange(int(piece_len.sum()))
+    row_len = np.fromiter((sum(int(lengths[i]) for i in b) for b in bins), np.int64, len(bins))
+    return values[index], np.concatenate([[0], np.cumsum(row_len)])
