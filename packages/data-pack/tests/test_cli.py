@@ -1,0 +1,47 @@
+"""`llamaforge data pack / inspect` through the umbrella CLI."""
+
+from __future__ import annotations
+
+from llamaforge_cli.main import main
+
+from llamaforge_datapack import load_packed
+from llamaforge_datapack.cli import parse_source
+
+
+def test_parse_source_specs():
+    s = parse_source("zh=a.jsonl,b/*.jsonl:0.5", 0)
+    assert (s.name, s.inputs, s.weight) == ("zh", ["a.jsonl", "b/*.jsonl"], 0.5)
+    s = parse_source("data/x.jsonl", 3)
+    assert (s.name, s.inputs, s.weight) == ("source3", ["data/x.jsonl"], 1.0)
+
+
+def test_pack_and_inspect(asset, corpora, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")
+    out = tmp_path / "packed"
+    code = main(["data", "pack", f"zh={corpora['zh']}", f"en={corpora['en']}:0.5",
+                 "-t", str(asset("smollm2-135m")), "-o", str(out), "--max-length", "512",
+                 "--num-bins", "2"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "fill ratio" in text and "tokens: zh" in text
+    data, (manifest,) = load_packed([out])
+    assert manifest.sources == {"zh": 1.0, "en": 0.5} and len(data) == manifest.rows
+    assert main(["data", "inspect", str(out)]) == 0
+    assert "rows × max_length" in capsys.readouterr().out
+    assert main(["data", "pack", f"zh={corpora['zh']}", "-t", str(asset("smollm2-135m")),
+                 "-o", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_line(asset, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"text": 3}\n')
+    args = ["data", "pack", str(bad), "-t", str(asset("smollm2-135m")), "-o", str(tmp_path / "o")]
+    assert main(args) == 2
+    out = capsys.readouterr().out
+    assert "bad.jsonl:2: field 'text' must be a string" in out and "Traceback" not in out
+    assert main([*args, "--on-error", "skip"]) == 0
+    assert "skipped records" in capsys.readouterr().out
+    assert main(["data", "pack", str(bad), "-t", str(tmp_path), "-o", str(tmp_path / "p")]) == 2
+    assert "not a tokenizer dir" in capsys.readouterr().out
