@@ -5,7 +5,8 @@ Until the pipeline recipe lands, this is a fixed sequence of `llamaforge` comman
 verify the assets, check the machine, then the stages that exist — learn Chinese pieces for
 SmolLM2 from People's Daily and jieba's words, expand its tokenizer, initialise the new
 embeddings, report compression on held-out Chinese and English text, and check that the expanded
-model still answers in English. Each step prints its own output; the script stops at the first
+model still answers in English, and pack Chinese text with English replay into 512-token rows
+for training. Each step prints its own output; the script stops at the first
 failing step with its exit code.
 """
 
@@ -141,6 +142,26 @@ def main(argv: list[str]) -> int:
             ),
         ),
         ("expanded model chat", lambda: _chat_smoke(console, out / "model")),
+        (
+            "pack Chinese + English replay",
+            lambda: llamaforge(
+                [
+                    "data",
+                    "pack",
+                    f"zh={zh() / 'train.txt'}",
+                    f"en={en1() / 'train.txt'},{en2() / 'train.txt'}:1.0",
+                    "-t",
+                    str(out / "tokenizer"),
+                    "-o",
+                    str(out / "packed"),
+                    "--max-length",
+                    "512",
+                    "--num-bins",
+                    "4",
+                    "--overwrite",
+                ]
+            ),
+        ),
     ]
     timings = Table(title="llamaforge demo")
     timings.add_column("step")

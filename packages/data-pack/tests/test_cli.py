@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from llamaforge_cli.main import main
-
 from llamaforge_datapack import load_packed
 from llamaforge_datapack.cli import parse_source
 
@@ -18,9 +17,22 @@ def test_parse_source_specs():
 def test_pack_and_inspect(asset, corpora, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "160")
     out = tmp_path / "packed"
-    code = main(["data", "pack", f"zh={corpora['zh']}", f"en={corpora['en']}:0.5",
-                 "-t", str(asset("smollm2-135m")), "-o", str(out), "--max-length", "512",
-                 "--num-bins", "2"])
+    code = main(
+        [
+            "data",
+            "pack",
+            f"zh={corpora['zh']}",
+            f"en={corpora['en']}:0.5",
+            "-t",
+            str(asset("smollm2-135m")),
+            "-o",
+            str(out),
+            "--max-length",
+            "512",
+            "--num-bins",
+            "2",
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert "fill ratio" in text and "tokens: zh" in text
@@ -28,8 +40,20 @@ def test_pack_and_inspect(asset, corpora, tmp_path, capsys, monkeypatch):
     assert manifest.sources == {"zh": 1.0, "en": 0.5} and len(data) == manifest.rows
     assert main(["data", "inspect", str(out)]) == 0
     assert "rows × max_length" in capsys.readouterr().out
-    assert main(["data", "pack", f"zh={corpora['zh']}", "-t", str(asset("smollm2-135m")),
-                 "-o", str(out)]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "pack",
+                f"zh={corpora['zh']}",
+                "-t",
+                str(asset("smollm2-135m")),
+                "-o",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "already exists" in capsys.readouterr().out
 
 

@@ -211,3 +211,12 @@ def test_existing_output_is_refused(asset, corpora, tmp_path):
             tok,
             PackConfig(out_dir=tmp_path / "o"),
         )
+
+
+def test_plain_text_files_are_one_document_per_line(tmp_path):
+    (tmp_path / "a.txt").write_text("第一篇\n\n第二篇\r\n", encoding="utf-8")
+    recs = list(read_records([tmp_path / "a.txt"]))
+    assert [(r.kind, r.target, r.category) for r in recs] == [
+        ("text", "第一篇", "a"),
+        ("text", "第二篇", "a"),
+    ]

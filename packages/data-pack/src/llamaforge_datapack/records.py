@@ -8,6 +8,8 @@ Three schemas are understood, one per record:
 * SFT ``{"messages": [{"from": "human"|"assistant"|"system", "content": str}, ...]}`` (``role``
   with ``user`` / ``assistant`` / ``system`` is accepted too).
 
+A ``.txt`` file is plain text, one document per non-empty line.
+
 A record that fits none is an error naming file, line and field; with ``on_error="skip"`` it is
 counted instead and reading goes on.
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from llamaforge_datapack.errors import DataPackError
 
-SUFFIXES = (".jsonl", ".json", ".parquet")
+SUFFIXES = (".jsonl", ".json", ".parquet", ".txt")
 ROLES = {
     "human": "user",
     "user": "user",
@@ -79,7 +81,9 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     unique = list(dict.fromkeys(files))
     for path in unique:
         if path.suffix not in SUFFIXES:
-            raise DataPackError(f"{path}: unsupported file type (use .jsonl, .json or .parquet)")
+            raise DataPackError(
+                f"{path}: unsupported file type (use .jsonl, .json, .parquet or .txt)"
+            )
     return unique
 
 
@@ -120,6 +124,9 @@ def _raw_records(path: Path) -> Iterator[tuple[int, object]]:
             except UnicodeDecodeError as exc:
                 raise DataPackError(f"{path}:{lineno}: not UTF-8 ({exc.reason})") from None
             if not line.strip():
+                continue
+            if path.suffix == ".txt":
+                yield lineno, {"text": line.rstrip("\r\n")}
                 continue
             try:
                 yield lineno, json.loads(line)
