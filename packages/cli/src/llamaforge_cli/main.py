@@ -65,7 +65,11 @@ def build_app(console: Console | None = None) -> typer.Typer:
             _add_placeholder(app, name, msg)
             continue
         summary = COMPONENTS[name].summary if name in COMPONENTS else None
-        app.add_typer(sub, name=name, help=summary)
+        if _single_command(sub):  # `llamaforge train CONFIG`, not `llamaforge train run CONFIG`
+            info = sub.registered_commands[0]
+            app.command(name, help=summary or info.help)(info.callback)
+        else:
+            app.add_typer(sub, name=name, help=summary)
     for name, comp in COMPONENTS.items():
         if name not in installed:
             msg = (
@@ -74,6 +78,14 @@ def build_app(console: Console | None = None) -> typer.Typer:
             )
             _add_placeholder(app, name, msg)
     return app
+
+
+def _single_command(sub: typer.Typer) -> bool:
+    return (
+        len(sub.registered_commands) == 1
+        and not sub.registered_groups
+        and sub.registered_callback is None
+    )
 
 
 def _add_placeholder(app: typer.Typer, name: str, message: str) -> None:
@@ -88,21 +100,34 @@ def _add_placeholder(app: typer.Typer, name: str, message: str) -> None:
     )(_missing_component_command(name, message))
 
 
+def _click_class(name: str, fallback: type) -> type:
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == name:
+            return cls
+    return fallback
+
+
+_CLICK_EXCEPTION = _click_class("ClickException", click.ClickException)
+_CLICK_EXIT = (typer.Exit, click.exceptions.Exit)
+_CLICK_ABORT = (typer.Abort, click.exceptions.Abort)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one red line and exit code 2, never a traceback."""
     console = Console()
     command = typer.main.get_command(build_app(console))
     try:
         result = command.main(args=argv, prog_name="llamaforge", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
-        console.print("[red]aborted[/]")
-        return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
     except Exception as exc:
+        # typer may vendor its own click: match its exception types by their role.
+        if isinstance(exc, _CLICK_EXIT):
+            return exc.exit_code
+        if isinstance(exc, _CLICK_ABORT):
+            console.print("[red]aborted[/]")
+            return 130
+        if isinstance(exc, _CLICK_EXCEPTION):
+            exc.show()
+            return exc.exit_code
         if getattr(type(exc), "user_facing", False):
             console.print(f"[red]error:[/] {exc}", highlight=False)
             return 2

@@ -1,0 +1,99 @@
+"""Atomic checkpoints through the Booster's checkpoint IO, newest N kept.
+
+Layout: ``output_dir/checkpoints/step-00000123/`` with ``model/`` and ``optimizer/`` (Booster,
+sharded), ``scheduler.pt``, ``rng-rank{r}.pt`` and ``state.json`` (stage, steps, sampler, counters).
+Every rank writes into ``step-N.tmp``; after a barrier rank 0 renames it, so a directory without
+``.tmp`` is always complete — a run killed mid-save resumes from the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from llamaforge_trainer.errors import TrainError
+
+_NAME = re.compile(r"^step-(\d{8})$")
+
+
+def checkpoint_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint, or None."""
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return None
+    done = sorted(p for p in root.iterdir() if _NAME.match(p.name) and (p / "state.json").is_file())
+    return done[-1] if done else None
+
+
+def save_checkpoint(
+    output_dir, global_step: int, booster, model, optimizer, scheduler, state: dict, keep_last: int
+) -> Path:
+    """Save everything needed to continue exactly; return the checkpoint dir."""
+    rank = dist.get_rank()
+    root = checkpoint_root(output_dir)
+    final = root / f"step-{global_step:08d}"
+    tmp = root / f"step-{global_step:08d}.tmp"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    # torch format: safetensors refuses tied weights (embed_tokens is lm_head in many models)
+    booster.save_model(model, str(tmp / "model"), shard=True, use_safetensors=False)
+    booster.save_optimizer(optimizer, str(tmp / "optimizer"), shard=True)
+    torch.save(
+        {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+        tmp / f"rng-rank{rank}.pt",
+    )
+    if rank == 0:
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    dist.barrier()
+    if rank == 0:
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        done = sorted(p for p in root.iterdir() if _NAME.match(p.name))
+        for old in done[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+    return final
+
+
+def load_checkpoint(path: Path, booster, model, optimizer, scheduler) -> dict:
+    """Restore model, optimizer, schedule and this rank's RNG; return the saved state."""
+    rank = dist.get_rank()
+    booster.load_model(model, str(path / "model"))
+    booster.load_optimizer(optimizer, str(path / "optimizer"))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    rng_file = path / f"rng-rank{rank}.pt"
+    if not rng_file.is_file():
+        raise TrainError(f"{path}: saved by a run with another number of processes")
+    rng = torch.load(rng_file, weights_only=False)
+    torch.set_rng_state(rng["cpu"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return json.loads((path / "state.json").read_text())
+
+
+def check_writable(output_dir: str | Path) -> None:
+    """Fail early, before any training, if checkpoints could not be written."""
+    out = Path(output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise TrainError(f"{out}: cannot write checkpoints there ({exc.strerror})") from None

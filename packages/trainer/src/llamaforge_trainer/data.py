@@ -1,0 +1,69 @@
+"""Batches for a stage: packed rows from llamaforge-datapack, or random rows (benchmark mode)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from llamaforge_trainer.errors import TrainError
+
+
+def load_stage_data(dirs: list[str]):
+    """(dataset, manifests) for a stage's packed dirs, with a clear error for a missing one."""
+    from pathlib import Path
+
+    from llamaforge_datapack import DataPackError, load_packed
+
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise TrainError(f"dataset {d} does not exist (pack it with `llamaforge data pack`)")
+    try:
+        return load_packed(dirs)
+    except DataPackError as exc:
+        raise TrainError(str(exc)) from None
+
+
+def random_rows(num_rows: int, length: int, vocab: int, seed: int) -> list[dict]:
+    """Benchmark mode: full rows of random ids, each one document."""
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            "input_ids": rng.integers(0, vocab, length).tolist(),
+            "labels": rng.integers(0, vocab, length).tolist(),
+            "lengths": [length],
+        }
+        for _ in range(num_rows)
+    ]
+
+
+def micro_batches(data, sampler, size: int, flat: bool) -> Iterator[dict]:
+    """Endless micro-batches in sampler order; a new epoch starts when the data runs out."""
+    from llamaforge_datapack import collate_packed
+
+    if len(data) < sampler.world_size:
+        raise TrainError(
+            f"the dataset has {len(data)} rows, fewer than {sampler.world_size} processes"
+        )
+    while True:
+        rows = []
+        for index in sampler:
+            rows.append(data[index])
+            if len(rows) == size:
+                batch = collate_packed(rows, flat=flat)
+                batch["lengths"] = [n for r in rows for n in r["lengths"]]
+                batch["real_tokens"] = sum(batch["lengths"])  # padding excluded
+                yield batch
+                rows = []
+        sampler.set_epoch(sampler.epoch + 1)
+
+
+def target_count(batch: dict) -> int:
+    """Positions with a target (what the loss is averaged over)."""
+    labels, pos = batch["labels"], batch["position_ids"]
+    return int(((labels[:, 1:] != -100) & (pos[:, 1:] != 0)).sum())
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -1,0 +1,138 @@
+"""Throughput, MFU, and where metrics go (jsonl, tensorboard, a PNG loss curve).
+
+MFU = model FLOPs per token × tokens/s ÷ peak FLOP/s. FLOPs per token follow the PaLM
+appendix: 6·N for the matmuls of forward + backward (N = parameters outside the input
+embedding) plus 12·layers·d·s for attention, with s the mean document length (packed rows attend
+only inside their documents). The peak comes from, in order: ``$LLAMAFORGE_PEAK_FLOPS``; the
+vendor's dense bf16 / fp16 figure for known GPUs; otherwise it is measured — the best of a few
+large matmuls in the run's dtype — and labelled "measured".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+# Dense (no sparsity) tensor-core peaks, FLOP/s, from the vendors' data sheets.
+GPU_PEAKS = {
+    "H200": 989e12,
+    "H100 80GB HBM3": 989e12,  # SXM
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "RTX 4090": 165e12,
+}
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
+    """(peak FLOP/s, how it is known)."""
+    env = os.environ.get("LLAMAFORGE_PEAK_FLOPS")
+    if env:
+        return float(env), "$LLAMAFORGE_PEAK_FLOPS"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, value in GPU_PEAKS.items():
+            if key in name:
+                scale = 0.5 if dtype == torch.float32 else 1.0  # tf32 is half the bf16 rate
+                return value * scale, f"data sheet ({key})"
+    return measure_matmul_flops(device, dtype), "measured (best large matmul)"
+
+
+def measure_matmul_flops(
+    device: torch.device, dtype: torch.dtype, size: int = 1024, seconds: float = 0.3
+) -> float:
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def flops_per_token(model: torch.nn.Module, mean_doc_len: float) -> float:
+    config = model.config
+    embed = model.get_input_embeddings().weight.numel()
+    n = sum(p.numel() for p in model.parameters()) - embed
+    if getattr(config, "tie_word_embeddings", False):
+        n += embed  # the tied output projection is a real matmul
+    layers, d = config.num_hidden_layers, config.hidden_size
+    return 6 * n + 12 * layers * d * mean_doc_len
+
+
+class MetricsSink:
+    """Rank 0 only: one JSON line per step, tensorboard scalars, the loss curve at the end."""
+
+    def __init__(self, output_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = Path(output_dir) / "metrics.jsonl"
+        self.writer = None
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(Path(output_dir) / "tensorboard"))
+            except ImportError:  # pragma: no cover - tensorboard is a dependency
+                self.writer = None
+
+    def log(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            step = row["global_step"]
+            for key in ("loss", "lr", "tokens_per_s", "mfu", "grad_norm"):
+                if row.get(key) is not None:
+                    self.writer.add_scalar(f"train/{key}", row[key], step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(output_dir: str | Path) -> list[dict]:
+    """The logged rows, the last entry winning for a step logged twice (a resumed run)."""
+    path = Path(output_dir) / "metrics.jsonl"
+    rows: dict[int, dict] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            rows[row["global_step"]] = row
+    return [rows[k] for k in sorted(rows)]
+
+
+def plot_loss(output_dir: str | Path) -> Path | None:
+    """``loss.png``: loss per step, one colour per stage."""
+    rows = read_metrics(output_dir)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        pts = [(r["global_step"], r["loss"]) for r in rows if r["stage"] == stage]
+        ax.plot(*zip(*pts, strict=True), label=stage, linewidth=1.2)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (per target token)")
+    ax.set_title("training loss")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(output_dir) / "loss.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

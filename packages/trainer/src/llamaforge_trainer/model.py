@@ -1,0 +1,152 @@
+"""Load the model, check it against the data, and set what a stage trains."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from llamaforge_trainer.errors import TrainError
+
+log = logging.getLogger(__name__)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+
+
+def load_causal_lm(model_dir: str | Path, *, attention: str, dtype: torch.dtype = torch.float32):
+    """An HF causal LM from a safetensors dir (remote code never runs)."""
+    from transformers import AutoModelForCausalLM
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise TrainError(f"{model_dir}: not an HF model dir (no config.json)")
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(model_dir), torch_dtype=dtype, attn_implementation=attention, use_safetensors=True
+        )
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"{model_dir}: cannot load the model ({exc})") from None
+
+
+def tokenizer_fingerprint(folder: str | Path) -> str:
+    """Same fingerprint as llamaforge-datapack's manifests (sha256 over the tokenizer files)."""
+    digest = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        path = Path(folder) / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def check_data_fits_model(model: nn.Module, model_dir: Path, manifests: list, data) -> None:
+    """The data's tokenizer and lengths must suit the model; raise a clear error otherwise."""
+    config = model.config
+    vocab = model.get_input_embeddings().weight.shape[0]
+    for m in manifests:
+        if m.max_length > getattr(config, "max_position_embeddings", m.max_length):
+            raise TrainError(
+                f"data max_length {m.max_length} is beyond the model's "
+                f"max_position_embeddings {config.max_position_embeddings}"
+            )
+        has_tokenizer = any((Path(model_dir) / f).is_file() for f in TOKENIZER_FILES[:2])
+        if has_tokenizer and m.tokenizer_sha256 != tokenizer_fingerprint(model_dir):
+            raise TrainError(
+                f"the data was packed with the tokenizer in {m.tokenizer}, which is "
+                f"not the tokenizer of {model_dir}; re-pack with the model's "
+                "tokenizer (ids would mean other tokens)"
+            )
+    top = max(max(row) for row in data[: min(len(data), 64)]["input_ids"])
+    if top >= vocab:
+        raise TrainError(
+            f"the data holds token id {top} but the model has only {vocab} "
+            "embedding rows (tokenizer / model vocabulary mismatch)"
+        )
+
+
+def set_trainable(causal_lm: nn.Module, mode: str) -> int:
+    """Freeze / unfreeze parameters for a stage; return the number of trainable parameters.
+
+    ``embeddings``: only the input embedding and (if not tied) the output projection — the
+    first stage after a vocabulary expansion. ``all``: everything. ``lora``: only LoRA adapters
+    (they must already be attached).
+    """
+    base = causal_lm.get_base_model() if hasattr(causal_lm, "get_base_model") else causal_lm
+    for name, p in causal_lm.named_parameters():
+        if mode == "all":
+            p.requires_grad_(True)
+        elif mode == "lora":
+            p.requires_grad_("lora_" in name)
+        else:
+            p.requires_grad_(False)
+    if mode == "embeddings":
+        base.get_input_embeddings().weight.requires_grad_(True)
+        base.get_output_embeddings().weight.requires_grad_(True)  # same tensor when tied
+    return sum(p.numel() for p in causal_lm.parameters() if p.requires_grad)
+
+
+def attach_lora(causal_lm: nn.Module, lora) -> nn.Module:
+    """Wrap with peft LoRA adapters (idempotent)."""
+    if hasattr(causal_lm, "get_base_model"):
+        return causal_lm
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(causal_lm, cfg)
+
+
+class NEFTune:
+    """Uniform noise on the input embeddings while training (Jain et al., 2023).
+
+    Noise ~ U(-1, 1) · alpha / sqrt(L · d), drawn from a generator seeded per step so resumed
+    runs draw the same noise.
+    """
+
+    def __init__(self, embedding: nn.Module, alpha: float, seed: int):
+        self.alpha, self.seed, self.step = alpha, seed, 0
+        self.handle = embedding.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        if not module.training or self.alpha <= 0:
+            return output
+        gen = torch.Generator(device=output.device).manual_seed(self.seed * 1_000_003 + self.step)
+        scale = self.alpha / (output.shape[-2] * output.shape[-1]) ** 0.5
+        noise = (
+            torch.rand(output.shape, generator=gen, device=output.device, dtype=torch.float32) * 2
+            - 1
+        )
+        return output + (noise * scale).to(output.dtype)
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+def save_hf(causal_lm: nn.Module, model_dir: Path, out: Path) -> None:
+    """Write a plain HF dir (safetensors, config, generation config, tokenizer files)."""
+    import shutil
+
+    lm = causal_lm
+    if hasattr(lm, "merge_and_unload"):
+        lm = lm.merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    lm.save_pretrained(str(out), safe_serialization=True)
+    for name in (*TOKENIZER_FILES, "generation_config.json"):
+        src = Path(model_dir) / name
+        if src.is_file() and not (out / name).exists():
+            shutil.copyfile(src, out / name)
+    meta = {"exported_by": "llamaforge-trainer", "base_model": str(model_dir)}
+    (out / "llamaforge_export.json").write_text(json.dumps(meta, indent=2))

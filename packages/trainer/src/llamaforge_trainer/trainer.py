@@ -1,0 +1,266 @@
+"""The training loop: stages in order, each with its own booster, data, lr and trainable set."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from llamaforge_trainer import booster as boosting
+from llamaforge_trainer.checkpoint import (
+    check_writable,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from llamaforge_trainer.config import StageConfig, TrainConfig
+from llamaforge_trainer.data import (
+    load_stage_data,
+    micro_batches,
+    random_rows,
+    target_count,
+    to_device,
+)
+from llamaforge_trainer.errors import TrainError
+from llamaforge_trainer.metrics import MetricsSink, flops_per_token, peak_flops, plot_loss
+from llamaforge_trainer.model import (
+    DTYPES,
+    NEFTune,
+    attach_lora,
+    check_data_fits_model,
+    load_causal_lm,
+    save_hf,
+    set_trainable,
+)
+from llamaforge_trainer.packed import PackedCausalLM, choose_attention
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    global_step: int = 0
+    skipped_steps: int = 0
+    losses: list[float] = field(default_factory=list)
+    export_dir: Path | None = None
+    peak_source: str = ""
+
+
+class Trainer:
+    """Runs a :class:`TrainConfig`. ``on_step`` receives each logged row (rank 0)."""
+
+    def __init__(self, config: TrainConfig, on_step: Callable[[dict], None] | None = None):
+        self.config = config
+        self.on_step = on_step
+        self.out = Path(config.output_dir)
+        check_writable(self.out)
+        self.dist = boosting.launch(config.seed)
+        torch.manual_seed(config.seed + self.dist.rank)
+        attention = choose_attention(config.attention)
+        self.flat = attention == "flash_attention_2"  # varlen kernel wants one flat sequence
+        dtype = DTYPES[config.precision] if self.dist.device.type == "cuda" else torch.float32
+        self.causal_lm = load_causal_lm(config.model, attention=attention, dtype=dtype)
+        if config.gradient_checkpointing:
+            self.causal_lm.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        self.module = PackedCausalLM(self.causal_lm, loss_chunk=config.loss_chunk)
+        self.metrics = MetricsSink(self.out, enabled=self.dist.rank == 0)
+        self.peak, self.peak_source = peak_flops(self.dist.device, dtype)
+        self.result = TrainResult(peak_source=self.peak_source)
+
+    # -- one optimizer step -------------------------------------------------------------------
+    def train_step(
+        self, booster, model, optimizer, batches: list[dict], stage: StageConfig
+    ) -> tuple[float, float | None, int]:
+        """Forward/backward over ``batches`` (gradient accumulation); returns
+        (mean loss per target token over all processes, grad norm, input tokens)."""
+        world = self.dist.world_size
+        counts = torch.tensor(
+            [
+                float(sum(target_count(b) for b in batches)),
+                float(sum(b["real_tokens"] for b in batches)),
+            ]
+        )
+        dist.all_reduce(counts)
+        n_targets, n_tokens = counts.tolist()
+        if n_targets == 0:
+            raise TrainError(f"stage {stage.name!r}: a step has no tokens with labels")
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = (
+                contextlib.nullcontext()
+                if last or world == 1
+                else booster.no_sync(model, optimizer)
+            )
+            with sync:
+                batch = to_device(batch, self.dist.device)
+                part, _ = model(batch["input_ids"], batch["labels"], batch["position_ids"])
+                # DDP averages gradients over processes: scale so the result is the mean over
+                # every target token of the step, whatever the split into micro-batches.
+                booster.backward(part * world / n_targets, optimizer)
+            loss_sum += part.detach().double().cpu()
+        dist.all_reduce(loss_sum)
+        loss = float(loss_sum) / n_targets
+        grad_norm = None
+        if not math.isfinite(loss):
+            return loss, None, int(n_tokens)
+        if stage.max_grad_norm > 0:
+            grad_norm = optimizer.clip_grad_by_norm(stage.max_grad_norm)
+            grad_norm = float(grad_norm) if grad_norm is not None else None
+        optimizer.step()
+        return loss, grad_norm, int(n_tokens)
+
+    # -- a stage ------------------------------------------------------------------------------
+    def run_stage(
+        self, index: int, stage: StageConfig, resume: dict | None, weights_from: Path | None
+    ) -> None:
+        config = self.config
+        if stage.trainable == "lora":
+            self.causal_lm = attach_lora(self.causal_lm, config.lora)
+            self.module.causal_lm = self.causal_lm
+        n_trainable = set_trainable(self.causal_lm, stage.trainable)
+        if config.benchmark:
+            length = config.max_length or 512
+            vocab = self.causal_lm.get_input_embeddings().weight.shape[0]
+            data = random_rows(max(64, self.dist.world_size * 8), length, vocab, config.seed)
+        else:
+            data, manifests = load_stage_data(stage.data)
+            check_data_fits_model(self.module.base(), Path(config.model), manifests, data)
+        from llamaforge_datapack import ResumableSampler
+
+        sampler = ResumableSampler(len(data), rank=self.dist.rank, world_size=self.dist.world_size)
+        booster, model, optimizer, scheduler = boosting.boost(config, self.module, stage)
+        step = 0
+        if resume is not None:
+            saved = load_checkpoint(Path(resume["path"]), booster, model, optimizer, scheduler)
+            sampler.load_state_dict(saved["sampler"][self.dist.rank])
+            step, self.result.skipped_steps = saved["stage_step"], saved["skipped_steps"]
+        elif weights_from is not None:
+            booster.load_model(model, str(weights_from / "model"))
+        neftune = (
+            NEFTune(self.module.base().get_input_embeddings(), stage.neftune_alpha, config.seed)
+            if stage.neftune_alpha > 0
+            else None
+        )
+        batches = micro_batches(data, sampler, stage.micro_batch_size, self.flat)
+        fpt = None
+        model.train()
+        log.info("stage %s: %d trainable parameters, %d rows", stage.name, n_trainable, len(data))
+        while step < stage.steps:
+            start = time.perf_counter()
+            if neftune:
+                neftune.step = self.result.global_step
+            group = [next(batches) for _ in range(stage.grad_accum)]
+            lr = scheduler.get_last_lr()[0]  # the rate this step uses
+            loss, grad_norm, tokens = self.train_step(booster, model, optimizer, group, stage)
+            step += 1
+            self.result.global_step += 1
+            if not math.isfinite(loss):
+                optimizer.zero_grad()
+                if config.on_nan == "stop":
+                    last = latest_checkpoint(self.out)
+                    raise TrainError(
+                        f"non-finite loss ({loss}) at step {self.result.global_step} (stage "
+                        f"{stage.name!r}, step {step}); last good checkpoint: "
+                        f"{last if last else 'none yet'}"
+                    )
+                self.result.skipped_steps += 1
+            else:
+                optimizer.zero_grad()
+                scheduler.step()
+            elapsed = time.perf_counter() - start
+            if fpt is None:
+                mean_doc = tokens / max(1, sum(len(b["lengths"]) for b in group))
+                fpt = flops_per_token(self.module.base(), mean_doc)
+            row = {
+                "stage": stage.name,
+                "stage_step": step,
+                "global_step": self.result.global_step,
+                "loss": loss,
+                "lr": scheduler.get_last_lr()[0],
+                "tokens": tokens,
+                "tokens_per_s": tokens / elapsed,
+                "grad_norm": grad_norm,
+                "mfu": fpt * tokens / elapsed / (self.peak * self.dist.world_size),
+                "skipped_steps": self.result.skipped_steps,
+            }
+            self.result.losses.append(loss)
+            if self.result.global_step % config.log_interval == 0 or step == stage.steps:
+                self.metrics.log(row)
+                if self.on_step and self.dist.rank == 0:
+                    self.on_step(row)
+            if step % config.save_interval == 0 or step == stage.steps:
+                self._save(index, step, booster, model, optimizer, scheduler, sampler)
+        if neftune:
+            neftune.remove()
+        self._last = (booster, model)
+
+    def _save(self, index, step, booster, model, optimizer, scheduler, sampler) -> None:
+        states = [None] * self.dist.world_size
+        dist.all_gather_object(states, sampler.state_dict())
+        state = {
+            "stage": index,
+            "stage_name": self.config.stages[index].name,
+            "stage_step": step,
+            "global_step": self.result.global_step,
+            "skipped_steps": self.result.skipped_steps,
+            "sampler": states,
+        }
+        save_checkpoint(
+            self.out,
+            self.result.global_step,
+            booster,
+            model,
+            optimizer,
+            scheduler,
+            state,
+            self.config.keep_last,
+        )
+
+    # -- the run ------------------------------------------------------------------------------
+    def train(self) -> TrainResult:
+        """Run (or resume) every stage, then export and plot."""
+        stages = self.config.stages
+        ckpt = latest_checkpoint(self.out) if self.config.resume else None
+        first, resume, weights = 0, None, None
+        if ckpt is not None:
+            import json
+
+            saved = json.loads((ckpt / "state.json").read_text())
+            self.result.global_step = saved["global_step"]
+            self.result.skipped_steps = saved["skipped_steps"]
+            first = saved["stage"]
+            if saved["stage_step"] >= stages[first].steps:
+                first, weights = first + 1, ckpt  # that stage is done: carry its weights only
+            else:
+                resume = {"path": str(ckpt)}
+            log.info("resuming from %s", ckpt)
+        for index in range(first, len(stages)):
+            self.run_stage(
+                index,
+                stages[index],
+                resume if index == first else None,
+                weights if index == first else None,
+            )
+        if first >= len(stages) and weights is not None:  # everything was already done
+            booster, model = boosting.boost(self.config, self.module, stages[-1])[:2]
+            booster.load_model(model, str(weights / "model"))
+            self._last = (booster, model)
+        dist.barrier()
+        if self.dist.rank == 0:
+            if self.config.export:
+                self.result.export_dir = self.out / "export"
+                save_hf(self.causal_lm, Path(self.config.model), self.result.export_dir)
+            plot_loss(self.out)
+        dist.barrier()
+        self.metrics.close()
+        return self.result
