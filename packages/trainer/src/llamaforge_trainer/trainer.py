@@ -186,7 +186,7 @@ class Trainer:
                 "stage_step": step,
                 "global_step": self.result.global_step,
                 "loss": loss,
-                "lr": scheduler.get_last_lr()[0],
+                "lr": lr,
                 "tokens": tokens,
                 "tokens_per_s": tokens / elapsed,
                 "grad_norm": grad_norm,
