@@ -43,7 +43,9 @@ def save_checkpoint(
     final = root / f"step-{global_step:08d}"
     tmp = root / f"step-{global_step:08d}.tmp"
     if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob("*.tmp"):  # left by a run killed while saving
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
     # torch format: safetensors refuses tied weights (embed_tokens is lm_head in many models)

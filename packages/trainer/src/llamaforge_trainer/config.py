@@ -107,7 +107,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
     save_interval: int = 100
-    """Save a checkpoint every this many optimizer steps (and at each stage's end)."""
+    """Save a checkpoint every this many steps of a stage, and at the end of each stage."""
     keep_last: int = 2
     """Checkpoints to keep."""
     resume: bool = True

@@ -1,0 +1,150 @@
+"""Packed attention and the chunked loss against plain computations on a tiny LLaMA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM
+
+from llamaforge_datapack import collate_packed
+from llamaforge_trainer.packed import (
+    PackedCausalLM,
+    block_causal_mask,
+    chunked_cross_entropy,
+    shift_labels,
+)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model):
+    return AutoModelForCausalLM.from_pretrained(
+        tiny_model, torch_dtype=torch.float32, attn_implementation="sdpa"
+    ).eval()
+
+
+def _docs(vocab, lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (n,), generator=g) for n in lengths]
+
+
+def test_packed_row_loss_equals_documents_run_one_by_one(model):
+    docs = _docs(model.config.vocab_size, [17, 5, 40, 2, 9])
+    row = {
+        "input_ids": torch.cat(docs).tolist(),
+        "labels": torch.cat(docs).tolist(),
+        "lengths": [len(d) for d in docs],
+    }
+    batch = collate_packed([row])
+    wrapped = PackedCausalLM(model, loss_chunk=7)
+    with torch.no_grad():
+        packed_sum, packed_n = wrapped(batch["input_ids"], batch["labels"], batch["position_ids"])
+        total, count = 0.0, 0
+        for d in docs:
+            out = model(d[None], labels=d[None])  # transformers' own loss: mean over n-1
+            total += float(out.loss) * (len(d) - 1)
+            count += len(d) - 1
+    assert int(packed_n) == count
+    assert float(packed_sum) / count == pytest.approx(total / count, rel=1e-5)
+
+
+def test_packed_logits_match_separate_forward(model):
+    docs = _docs(model.config.vocab_size, [11, 6, 23], seed=1)
+    ids = torch.cat(docs)[None]
+    pos = torch.cat([torch.arange(len(d)) for d in docs])[None]
+    with torch.no_grad():
+        packed = model(
+            ids, attention_mask=block_causal_mask(pos, torch.float32), position_ids=pos
+        ).logits[0]
+        alone = torch.cat([model(d[None]).logits[0] for d in docs])
+    assert torch.allclose(packed, alone, atol=1e-4)
+
+
+def test_block_mask_is_block_diagonal_and_causal():
+    pos = torch.tensor([[0, 1, 2, 0, 1, 0]])
+    allowed = block_causal_mask(pos, torch.float32)[0, 0] == 0
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+            [0, 0, 0, 1, 0, 0],
+            [0, 0, 0, 1, 1, 0],
+            [0, 0, 0, 0, 0, 1],
+        ]
+    ).bool()
+    assert torch.equal(allowed, expected)
+
+
+def test_chunked_cross_entropy_matches_full_logits():
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 33, 16, generator=g, requires_grad=True)
+    weight = torch.randn(500, 16, generator=g, requires_grad=True)
+    labels = torch.randint(0, 500, (2, 33), generator=g)
+    labels[0, :5] = -100
+    pos = torch.cat([torch.arange(20), torch.arange(13)]).repeat(2, 1)
+    target = shift_labels(labels, pos)
+    assert (target[:, 19] == -100).all()  # the next document's first token is no target
+    ours = chunked_cross_entropy(hidden, weight, target, chunk=8)
+    ours.backward()
+    grads = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    plain = F.cross_entropy(
+        (hidden @ weight.T).reshape(-1, 500), target.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    plain.backward()
+    assert torch.allclose(ours, plain, rtol=1e-5)
+    assert torch.allclose(grads[0], hidden.grad, atol=1e-5)
+    assert torch.allclose(grads[1], weight.grad, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_flash_varlen_matches_sdpa(tiny_model):
+    from llamaforge_trainer.packed import flash_attn_available
+
+    if not flash_attn_available():
+        pytest.skip("flash-attn is not installed")
+    kw = {"torch_dtype": torch.bfloat16}
+    sdpa = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation="sdpa", **kw)
+    flash = AutoModelForCausalLM.from_pretrained(
+        tiny_model, attn_implementation="flash_attention_2", **kw
+    )
+    docs = _docs(sdpa.config.vocab_size, [100, 37, 300, 64])
+    row = {
+        "input_ids": torch.cat(docs).tolist(),
+        "labels": torch.cat(docs).tolist(),
+        "lengths": [len(d) for d in docs],
+    }
+    batch = {
+        k: v.cuda() if isinstance(v, torch.Tensor) else v
+        for k, v in collate_packed([row], flat=True).items()
+    }
+    with torch.no_grad():
+        a, n = PackedCausalLM(sdpa.cuda())(
+            batch["input_ids"], batch["labels"], batch["position_ids"]
+        )
+        b, _ = PackedCausalLM(flash.cuda())(
+            batch["input_ids"], batch["labels"], batch["position_ids"]
+        )
+    assert float(a / n) == pytest.approx(float(b / n), rel=2e-2)
+
+
+@pytest.mark.gpu
+def test_hybrid_adam_matches_adamw():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from colossalai.nn.optimizer import HybridAdam
+
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(256, 256, generator=g)
+    grads = [torch.randn(256, 256, generator=g) for _ in range(3)]
+    params = [torch.nn.Parameter(w0.clone().cuda()), torch.nn.Parameter(w0.clone().cuda())]
+    opts = [
+        HybridAdam([params[0]], lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, adamw_mode=True),
+        torch.optim.AdamW([params[1]], lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1),
+    ]
+    for grad in grads:
+        for p, opt in zip(params, opts, strict=True):
+            p.grad = grad.cuda()
+            opt.step()
+    assert torch.allclose(params[0], params[1], atol=1e-5)

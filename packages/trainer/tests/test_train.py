@@ -1,0 +1,223 @@
+"""Training in this process (ddp plugin, world size 1, gloo): stages, freezing, accumulation,
+export, and every bad input the issue names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llamaforge_trainer import StageConfig, TrainConfig, TrainError, load_config
+from llamaforge_trainer.metrics import read_metrics
+from llamaforge_trainer.trainer import Trainer
+
+WORKSPACE = Path(__file__).resolve().parents[2]  # the packages/ folder
+
+
+def _config(tmp_path, model, data, stages, **kw) -> TrainConfig:
+    stages = [
+        StageConfig(**{"name": f"s{i}", "data": [str(data)], **s}) for i, s in enumerate(stages)
+    ]
+    return TrainConfig(model=str(model), output_dir=str(tmp_path / "run"), stages=stages, **kw)
+
+
+def _weights(folder: Path) -> dict:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_two_stages_loss_decreases_and_export_loads(tiny_model, packed_text, tmp_path):
+    cfg = _config(
+        tmp_path,
+        tiny_model,
+        packed_text,
+        [
+            {"trainable": "embeddings", "steps": 4, "lr": 1e-2, "micro_batch_size": 4},
+            {"steps": 16, "lr": 3e-3, "micro_batch_size": 4},
+        ],
+        save_interval=5,
+    )
+    result = Trainer(cfg).train()
+    rows = read_metrics(cfg.output_dir)
+    assert [r["global_step"] for r in rows] == list(range(1, 21))
+    assert [r["stage"] for r in rows] == ["s0"] * 4 + ["s1"] * 16
+    losses = [r["loss"] for r in rows]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
+    assert all(0 < r["mfu"] < 1 and r["tokens_per_s"] > 0 for r in rows)
+    assert (Path(cfg.output_dir) / "loss.png").stat().st_size > 5000
+    assert list((Path(cfg.output_dir) / "tensorboard").iterdir())
+    ckpts = sorted(p.name for p in (Path(cfg.output_dir) / "checkpoints").iterdir())
+    assert ckpts == ["step-00000019", "step-00000020"]  # every 5 stage steps + end; keep 2
+    # The export loads with plain transformers, without llamaforge importable, and generates.
+    code = (
+        "import sys, importlib.util\n"
+        f"sys.path = [p for p in sys.path if not p.startswith({str(WORKSPACE)!r})]\n"
+        "assert importlib.util.find_spec('llamaforge_trainer') is None\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        f"m = AutoModelForCausalLM.from_pretrained({str(result.export_dir)!r})\n"
+        f"t = AutoTokenizer.from_pretrained({str(result.export_dir)!r})\n"
+        "out = m.generate(**t('人民', return_tensors='pt'), max_new_tokens=5, do_sample=False)\n"
+        "print(out.shape[1])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1500:]
+
+
+def test_embedding_stage_changes_only_embeddings(tiny_model, packed_text, tmp_path):
+    cfg = _config(
+        tmp_path, tiny_model, packed_text, [{"trainable": "embeddings", "steps": 3, "lr": 1e-2}]
+    )
+    Trainer(cfg).train()
+    before, after = _weights(tiny_model), _weights(Path(cfg.output_dir) / "export")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"model.embed_tokens.weight"}  # tied: lm_head is the same tensor
+
+
+def test_grad_accumulation_equals_bigger_batch(tiny_model, packed_text, tmp_path):
+    common = {"steps": 2, "lr": 1e-3, "max_grad_norm": 0.0, "warmup_ratio": 0.0}
+    a = _config(
+        tmp_path / "a",
+        tiny_model,
+        packed_text,
+        [{**common, "micro_batch_size": 1, "grad_accum": 4}],
+    )
+    b = _config(
+        tmp_path / "b",
+        tiny_model,
+        packed_text,
+        [{**common, "micro_batch_size": 4, "grad_accum": 1}],
+    )
+    Trainer(a).train()
+    Trainer(b).train()
+    la = [r["loss"] for r in read_metrics(a.output_dir)]
+    lb = [r["loss"] for r in read_metrics(b.output_dir)]
+    assert la == pytest.approx(lb, rel=1e-5)
+    wa, wb = _weights(Path(a.output_dir) / "export"), _weights(Path(b.output_dir) / "export")
+    for k in wa:
+        # Adam divides by sqrt(v): float noise in near-zero gradients can move single weights
+        # by up to ~lr; on average the two runs agree to float precision.
+        diff = (wa[k] - wb[k]).abs()
+        assert float(diff.max()) <= 0.1 * common["lr"] and float(diff.mean()) < 1e-6, k
+
+
+def test_nan_loss_stops_or_skips(tiny_model, packed_text, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in tiny_model.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    weights = _weights(tiny_model)
+    weights["model.norm.weight"][0] = float("nan")
+    from safetensors.torch import save_file
+
+    save_file(weights, str(broken / "model.safetensors"), metadata={"format": "pt"})
+    stop = _config(tmp_path / "stop", broken, packed_text, [{"steps": 3}])
+    with pytest.raises(
+        TrainError,
+        match=r"non-finite loss \(nan\) at step 1 .* last good "
+        r"checkpoint: none yet",
+    ):
+        Trainer(stop).train()
+    skip = _config(tmp_path / "skip", broken, packed_text, [{"steps": 3}], on_nan="skip")
+    result = Trainer(skip).train()
+    assert result.skipped_steps == 3
+
+
+def test_bad_inputs_have_clear_messages(tiny_model, packed_text, asset, tmp_path):
+    with pytest.raises(TrainError, match=r"dataset .*missing does not exist"):
+        Trainer(_config(tmp_path, tiny_model, tmp_path / "missing", [{"steps": 1}])).train()
+    # Data packed with another tokenizer than the model's.
+    from llamaforge_datapack import PackConfig, Source, TokenizeConfig, pack
+
+    (tmp_path / "t.txt").write_text("中文文本。\n" * 50, encoding="utf-8")
+    other = tmp_path / "other"
+    pack(
+        [Source(name="t", inputs=[str(tmp_path / "t.txt")])],
+        TokenizeConfig(tokenizer_dir=asset("llama2-tokenizer"), max_length=128),
+        PackConfig(out_dir=other),
+    )
+    with pytest.raises(TrainError, match="not the tokenizer of"):
+        Trainer(_config(tmp_path, tiny_model, other, [{"steps": 1}])).train()
+    # max_length beyond the model's positions.
+    short = tmp_path / "short"
+    short.mkdir()
+    for f in tiny_model.iterdir():
+        (short / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps(dict(cfg, max_position_embeddings=64)))
+    with pytest.raises(TrainError, match="beyond the model's max_position_embeddings 64"):
+        Trainer(_config(tmp_path, short, packed_text, [{"steps": 1}])).train()
+    # An output dir that cannot be written.
+    (tmp_path / "file").write_text("x")
+    bad = _config(tmp_path, tiny_model, packed_text, [{"steps": 1}])
+    bad.output_dir = str(tmp_path / "file" / "run")
+    with pytest.raises(TrainError, match="cannot write checkpoints there"):
+        Trainer(bad).train()
+    # GPU-only plugins refuse early without CUDA.
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainError, match="plugin 'gemini' needs CUDA"):
+            Trainer(
+                _config(tmp_path, tiny_model, packed_text, [{"steps": 1}], plugin="gemini")
+            ).train()
+
+
+def test_config_errors_name_the_field(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'model = "m"\noutput_dir = "o"\nplugn = "ddp"\n'
+        '[[stages]]\nname = "a"\ndata = ["d"]\nsteps = 0\ntrainable = "head"\n'
+    )
+    with pytest.raises(TrainError, match=r"unknown setting\(s\): plugn \(did you mean plugin\?\)"):
+        load_config(path)
+    path.write_text(
+        'model = "m"\noutput_dir = "o"\n'
+        '[[stages]]\nname = "a"\ndata = ["d"]\nsteps = 0\ntrainable = "head"\n'
+    )
+    with pytest.raises(TrainError) as err:
+        load_config(path)
+    assert "stages.0 (a).steps: must be ≥ 1" in str(err.value)
+    assert "stages.0 (a).trainable: 'head' is not one of" in str(err.value)
+    cfg = load_config(path, ["stages.0.steps=5", "stages.0.trainable=embeddings", "seed=3"])
+    assert (cfg.stages[0].steps, cfg.stages[0].trainable, cfg.seed) == (5, "embeddings", 3)
+    yaml_path = tmp_path / "c.yaml"
+    yaml_path.write_text("model: m\noutput_dir: o\nstages:\n  - {name: a, data: [d], steps: 2}\n")
+    assert load_config(yaml_path).stages[0].steps == 2
+
+
+def test_lora_stage_trains_adapters_and_exports_merged(tiny_model, packed_text, tmp_path):
+    cfg = _config(
+        tmp_path, tiny_model, packed_text, [{"trainable": "lora", "steps": 3, "lr": 1e-2}]
+    )
+    result = Trainer(cfg).train()
+    before, after = _weights(tiny_model), _weights(result.export_dir)
+    assert set(after) == set(before)  # merged: plain weights, no adapter tensors
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(
+        ("q_proj" in k or "k_proj" in k or "v_proj" in k or "o_proj" in k) for k in changed
+    )
+
+
+@pytest.mark.slow
+def test_real_smollm2_loss_decreases_on_chinese(asset, tmp_path):
+    from llamaforge_datapack import PackConfig, Source, TokenizeConfig, pack
+
+    lines = (asset("people-daily") / "train.txt").read_text(encoding="utf-8").splitlines()[:200]
+    (tmp_path / "zh.txt").write_text("\n".join(lines), encoding="utf-8")
+    pack(
+        [Source(name="zh", inputs=[str(tmp_path / "zh.txt")])],
+        TokenizeConfig(tokenizer_dir=asset("smollm2-135m"), max_length=256),
+        PackConfig(out_dir=tmp_path / "packed"),
+    )
+    cfg = _config(
+        tmp_path,
+        asset("smollm2-135m"),
+        tmp_path / "packed",
+        [{"steps": 8, "lr": 2e-4, "micro_batch_size": 2, "warmup_ratio": 0.0}],
+        export=False,
+    )
+    Trainer(cfg).train()
+    losses = [r["loss"] for r in read_metrics(cfg.output_dir)]
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2
