@@ -94,6 +94,9 @@ def build_plugin(config: TrainConfig):
         zero_stage=config.zero_stage,
         cpu_offload=config.cpu_offload,
         precision=precision,
+        # shardformer swaps in ColossalAI's fused RMSNorm and flash attention where available
+        enable_fused_normalization=True,
+        enable_flash_attention=True,
         microbatch_size=1,
         max_norm=config.stages[0].max_grad_norm,
         initial_scale=2**16,
