@@ -5,8 +5,9 @@ Until the pipeline recipe lands, this is a fixed sequence of `llamaforge` comman
 verify the assets, check the machine, then the stages that exist — learn Chinese pieces for
 SmolLM2 from People's Daily and jieba's words, expand its tokenizer, initialise the new
 embeddings, report compression on held-out Chinese and English text, and check that the expanded
-model still answers in English, and pack Chinese text with English replay into 512-token rows
-for training. Each step prints its own output; the script stops at the first
+model still answers in English, pack Chinese text with English replay into 512-token rows,
+train a few steps of each stage (embeddings only, then the full model) and chat with the
+result. Each step prints its own output; the script stops at the first
 failing step with its exit code.
 """
 
@@ -42,6 +43,33 @@ def _chat_smoke(console: Console, folder: Path) -> int:
     answer = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
     console.print(f"[bold]Q:[/] {question}\n[bold]A:[/] {answer}")
     return 0 if "Paris" in answer else 1
+
+
+def _recipe(out: Path) -> Path:
+    """A short two-stage run that fits a CPU demo: embeddings only, then the full model."""
+    import shutil
+
+    shutil.rmtree(out / "run", ignore_errors=True)  # the demo always trains from its new model
+    path = out / "train.toml"
+    path.write_text(f"""
+model = "{out / "model"}"
+output_dir = "{out / "run"}"
+save_interval = 10
+[[stages]]
+name = "embeddings"
+data = ["{out / "packed"}"]
+trainable = "embeddings"
+steps = 6
+lr = 2e-3
+micro_batch_size = 2
+[[stages]]
+name = "full"
+data = ["{out / "packed"}"]
+steps = 6
+lr = 5e-5
+micro_batch_size = 2
+""")
+    return path
 
 
 def asset_path(name: str):
@@ -162,6 +190,8 @@ def main(argv: list[str]) -> int:
                 ]
             ),
         ),
+        ("train: embeddings, then full", lambda: llamaforge(["train", str(_recipe(out))])),
+        ("trained model chat", lambda: _chat_smoke(console, out / "run" / "export")),
     ]
     timings = Table(title="llamaforge demo")
     timings.add_column("step")
