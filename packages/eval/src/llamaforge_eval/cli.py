@@ -1,18 +1,156 @@
-"""`llamaforge eval ...`: thin Typer wrappers over the llamaforge-eval library API."""
+"""`llamaforge eval ...`: run benchmarks and text metrics, compare two result files."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
 
-from llamaforge_eval import __version__
+from llamaforge_eval.errors import EvalError
 
-app = typer.Typer(
-    help="MMLU, CMMLU, C-Eval, AGIEval, GAOKAO-Bench, GSM8K, compression and bits per character.",
-    no_args_is_help=True,
-)
+app = typer.Typer(help="Benchmarks, compression and bits per character.", no_args_is_help=True)
+
+
+def _console(ctx: typer.Context) -> Console:
+    return ctx.obj if isinstance(ctx.obj, Console) else Console()
+
+
+def _pairs(items: list[str] | None, what: str) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise EvalError(f"--{what} {item!r}: expected NAME=PATH")
+        out.setdefault(key, []).append(Path(value))
+    return out
 
 
 @app.command()
-def version() -> None:
-    """Print the llamaforge-eval version."""
-    typer.echo(f"llamaforge-eval {__version__}")
+def run(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Argument(help="HF model dir (with its tokenizer).")],
+    bench: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KIND=DIR: mmlu, cmmlu, ceval, agieval, gaokao or gsm8k in its official layout."
+        ),
+    ] = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option(help="LABEL=FILE: held-out text for tokens/char and bits/char."),
+    ] = None,
+    shots: Annotated[int, typer.Option(help="Few-shot examples (trimmed to fit).")] = 5,
+    metric: Annotated[
+        str, typer.Option(help="first-token, loglik or agieval-combined.")
+    ] = "first-token",
+    subjects: Annotated[list[str] | None, typer.Option(help="Only these subjects.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Questions per forward pass.")] = 8,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Results JSON.")] = None,
+) -> None:
+    """Evaluate MODEL on benchmarks and held-out text."""
+    import time
+
+    from llamaforge_eval.evaluate import evaluate_benchmark, evaluate_text
+    from llamaforge_eval.loaders import load_benchmark
+    from llamaforge_eval.results import write_results
+    from llamaforge_eval.runner import Runner, load_model
+
+    benches = _pairs(bench, "bench")
+    texts = _pairs(text, "text")
+    if not benches and not texts:
+        raise EvalError("nothing to evaluate: give --bench KIND=DIR and/or --text LABEL=FILE")
+    loaded = [load_benchmark(kind, dirs[0], subjects=subjects) for kind, dirs in benches.items()]
+    console = _console(ctx)
+    model_obj, tok = load_model(model)
+    runner = Runner(model_obj, tok, batch_size=batch_size)
+    results: dict = {"model": str(model), "benchmarks": {}, "text": {}}
+    start = time.perf_counter()
+    with console.status("evaluating") as status:
+        for b in loaded:
+            status.update(f"{b.name}: {sum(len(s.questions) for s in b.subjects)} questions")
+            results["benchmarks"][b.name] = evaluate_benchmark(
+                runner, b, n_shots=shots, metric=metric
+            )
+        if texts:
+            status.update("held-out text")
+            results["text"] = evaluate_text(runner, texts)
+    results["seconds"] = time.perf_counter() - start
+    print_results(console, results)
+    if out:
+        write_results(out, results)
+        console.print(f"results → {out}")
+
+
+def print_results(console: Console, results: dict) -> None:
+    if results["benchmarks"]:
+        table = Table(title=f"benchmarks — {results['model']}")
+        for col in ("benchmark", "subject", "metric", "shots", "n", "skipped", "accuracy"):
+            table.add_column(
+                col, justify="left" if col in ("benchmark", "subject", "metric") else "right"
+            )
+        for name, b in results["benchmarks"].items():
+            for subj, s in b["subjects"].items():
+                table.add_row(
+                    name,
+                    subj,
+                    b["metric"],
+                    str(s["shots"]),
+                    str(s["n"]),
+                    str(s["skipped"]),
+                    f"{s['accuracy']:.1%}",
+                )
+            table.add_row(
+                f"[bold]{name}[/]",
+                "(all)",
+                b["metric"],
+                "",
+                str(b["questions"]),
+                str(b["skipped"]),
+                f"[bold]{b['accuracy']:.1%}[/]",
+            )
+        console.print(table)
+    if results["text"]:
+        table = Table(title="held-out text")
+        for col in ("text", "documents", "characters", "tokens/char", "bits/char"):
+            table.add_column(col, justify="left" if col == "text" else "right")
+        for label, t in results["text"].items():
+            table.add_row(
+                label,
+                f"{t['documents']:,}",
+                f"{t['characters']:,}",
+                f"{t['tokens_per_char']:.3f}",
+                f"{t['bits_per_char']:.3f}",
+            )
+        console.print(table)
+
+
+@app.command("compare")
+def compare_cmd(ctx: typer.Context, before: Path, after: Path) -> None:
+    """Before / after table: the change per benchmark, subject and text metric."""
+    from llamaforge_eval.results import compare, read_results
+
+    a, b = read_results(before), read_results(after)
+    table = Table(title=f"{before.name} → {after.name}")
+    for col in ("benchmark", "subject / metric", "before", "after", "delta"):
+        table.add_column(
+            col, justify="left" if col in ("benchmark", "subject / metric") else "right"
+        )
+    for bench_name, subject, va, vb in compare(a, b):
+        is_acc = not bench_name.startswith("text:")
+        fmt = (lambda v: f"{v:.1%}") if is_acc else (lambda v: f"{v:.3f}")
+        delta = (
+            ""
+            if va is None or vb is None
+            else (f"{(vb - va) * 100:+.1f} pt" if is_acc else f"{vb - va:+.3f}")
+        )
+        table.add_row(
+            bench_name,
+            subject,
+            "—" if va is None else fmt(va),
+            "—" if vb is None else fmt(vb),
+            delta,
+        )
+    _console(ctx).print(table)

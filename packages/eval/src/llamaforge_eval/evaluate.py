@@ -1,0 +1,134 @@
+"""Evaluate a model on benchmarks and on held-out text; results as a JSON-ready dict."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from llamaforge_eval.errors import EvalError
+from llamaforge_eval.loaders import Benchmark, gsm8k_number
+from llamaforge_eval.prompts import build_prefix, continuation, format_choice, format_gsm8k
+from llamaforge_eval.runner import Runner, bits
+
+METRICS = ("first-token", "loglik", "agieval-combined")
+
+
+@dataclass
+class SubjectResult:
+    n: int
+    correct: int
+    skipped: int
+    shots: int
+    predictions: list[str] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+
+def _fit_shots(
+    runner: Runner, subject, language: str, kind: str, n_shots: int, questions: list[str]
+) -> int:
+    """Most shots (≤ n_shots) such that prefix + the longest question fits the model."""
+    longest = max(questions, key=len)
+    for k in range(min(n_shots, len(subject.shots)), -1, -1):
+        prefix = "".join(build_prefix(subject.name, subject.shots, language, kind, k))
+        if len(runner.encode(prefix + longest)) + 8 <= runner.max_length:
+            return k
+    raise EvalError(
+        f"subject {subject.name}: a question does not fit the model's "
+        f"{runner.max_length} tokens even without shots"
+    )
+
+
+def evaluate_choice(
+    runner: Runner, bench: Benchmark, *, n_shots: int, metric: str, gen_tokens: int = 4
+) -> dict[str, SubjectResult]:
+    if metric not in METRICS:
+        raise EvalError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    out = {}
+    for subject in bench.subjects:
+        texts = [format_choice(q, bench.language, False) for q in subject.questions]
+        k = _fit_shots(runner, subject, bench.language, bench.kind, n_shots, texts)
+        prefix = "".join(build_prefix(subject.name, subject.shots, bench.language, bench.kind, k))
+        letters = [letter for letter, _ in subject.questions[0].choices]
+        conts = [continuation(letter, bench.language) for letter in letters]
+        scores = runner.choice_scores(prefix, texts, conts)
+        preds = []
+        for q, s, text in zip(subject.questions, scores, texts, strict=True):
+            values = s.loglik if metric == "loglik" else s.first_token
+            pred = letters[max(range(len(values)), key=values.__getitem__)]
+            if metric == "agieval-combined" and pred != q.answer:
+                gen = runner.generate([prefix + text], gen_tokens, stop=["\n"])[0].strip()
+                if gen[:1].upper() == q.answer:
+                    pred = q.answer
+            preds.append(pred)
+        correct = sum(p == q.answer for p, q in zip(preds, subject.questions, strict=True))
+        out[subject.name] = SubjectResult(len(preds), correct, subject.skipped, k, preds)
+    return out
+
+
+def evaluate_gsm8k(
+    runner: Runner, bench: Benchmark, *, n_shots: int, max_new_tokens: int = 256
+) -> dict[str, SubjectResult]:
+    subject = bench.subjects[0]
+    texts = [format_gsm8k(q, False) for q in subject.questions]
+    k = _fit_shots(runner, subject, "en", "generate", n_shots, texts)
+    prefix = "".join(build_prefix(subject.name, subject.shots, "en", "generate", k))
+    gens = runner.generate(
+        [prefix + t for t in texts], max_new_tokens, stop=["\n\nQuestion:", "Question:"]
+    )
+    preds = [gsm8k_number(g) or "" for g in gens]
+    correct = sum(p == q.answer for p, q in zip(preds, subject.questions, strict=True))
+    return {subject.name: SubjectResult(len(preds), correct, subject.skipped, k, preds)}
+
+
+def evaluate_benchmark(
+    runner: Runner, bench: Benchmark, *, n_shots: int, metric: str = "first-token"
+) -> dict:
+    start = time.perf_counter()
+    if bench.kind == "generate":
+        subjects = evaluate_gsm8k(runner, bench, n_shots=n_shots)
+        metric = "exact-match"
+    else:
+        subjects = evaluate_choice(runner, bench, n_shots=n_shots, metric=metric)
+    n = sum(s.n for s in subjects.values())
+    correct = sum(s.correct for s in subjects.values())
+    return {
+        "metric": metric,
+        "shots": n_shots,
+        "questions": n,
+        "skipped": sum(s.skipped for s in subjects.values()),
+        "accuracy": correct / n if n else 0.0,
+        "seconds": time.perf_counter() - start,
+        "subjects": {name: {**asdict(s), "accuracy": s.accuracy} for name, s in subjects.items()},
+    }
+
+
+def evaluate_text(runner: Runner, files: dict[str, list[Path]]) -> dict:
+    """Tokens per character and bits per character per labelled group of text files."""
+    out = {}
+    for label, paths in files.items():
+        docs = []
+        for path in paths:
+            try:
+                docs += [
+                    x for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()
+                ]
+            except (FileNotFoundError, UnicodeDecodeError) as exc:
+                raise EvalError(f"{path}: cannot read text ({exc})") from None
+        if not docs:
+            raise EvalError(f"text {label!r}: no documents")
+        nll, count = runner.text_nll(docs)
+        chars = sum(len(d) for d in docs)
+        tokens = sum(len(runner.tok(d, add_special_tokens=False).input_ids) for d in docs)
+        out[label] = {
+            "documents": len(docs),
+            "characters": chars,
+            "tokens": tokens,
+            "tokens_per_char": tokens / chars,
+            "bits_per_char": bits(nll) / chars,
+            "bits_per_token": bits(nll) / count,
+        }
+    return out

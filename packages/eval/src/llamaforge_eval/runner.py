@@ -1,0 +1,185 @@
+"""Running a causal LM over prompts: choice scores with a shared, cached few-shot prefix.
+
+For each subject the tokens all its prompts share (header and shots) are run once; their KV
+cache is expanded over a batch of questions, which are right-padded (causal attention: padding after a question cannot change it),
+and only the question tokens are computed. Both multiple-choice metrics come from the logits at
+the last prompt token when every continuation is a single token (true of " A".." D" and "A".."D"
+for LLaMA-family tokenizers); otherwise each continuation is scored in its own row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from llamaforge_eval.errors import EvalError
+
+
+@dataclass(frozen=True)
+class ChoiceScores:
+    first_token: list[float]  # logit of each choice's first token
+    loglik: list[float]  # log p(continuation | prompt)
+
+
+def load_model(model_dir: str | Path, *, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """(model, tokenizer) from an HF dir; a dir without a tokenizer is an error."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise EvalError(f"{model_dir}: not an HF model dir (no config.json)")
+    if not any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
+        raise EvalError(
+            f"{model_dir}: no tokenizer (tokenizer.json or tokenizer.model) in the model dir"
+        )
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = (
+        AutoModelForCausalLM.from_pretrained(
+            str(model_dir), torch_dtype=dtype, attn_implementation="sdpa"
+        )
+        .to(device)
+        .eval()
+    )
+    return model, tok
+
+
+class Runner:
+    """Scores prompts with one model; ``batch_size`` questions per forward pass."""
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 8, max_length: int | None = None):
+        self.model, self.tok, self.batch_size = model, tokenizer, batch_size
+        self.max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
+        self.device = next(model.parameters()).device
+
+    def encode(self, text: str, *, bos: bool = True) -> list[int]:
+        ids = self.tok(text, add_special_tokens=False).input_ids
+        if bos and self.tok.bos_token_id is not None and self._adds_bos():
+            ids = [self.tok.bos_token_id, *ids]
+        return ids
+
+    def _adds_bos(self) -> bool:
+        probe = self.tok("a").input_ids
+        return bool(probe) and probe[0] == self.tok.bos_token_id
+
+    @torch.no_grad()
+    def prefix_cache(self, prefix_ids: list[int]):
+        from transformers import DynamicCache
+
+        ids = torch.tensor([prefix_ids], device=self.device)
+        out = self.model(input_ids=ids, use_cache=True, past_key_values=DynamicCache())
+        return out.past_key_values
+
+    @torch.no_grad()
+    def last_logits(self, prefix_ids: list[int], suffixes: list[list[int]]) -> torch.Tensor:
+        """Logits ``[n, vocab]`` after each ``prefix + suffix`` (prefix computed once)."""
+        from transformers import DynamicCache
+
+        cache = self.prefix_cache(prefix_ids) if prefix_ids else None
+        legacy = cache.to_legacy_cache() if cache is not None else None
+        rows = []
+        p = len(prefix_ids)
+        for lo in range(0, len(suffixes), self.batch_size):
+            part = suffixes[lo : lo + self.batch_size]
+            width = max(len(s) for s in part)
+            ids = torch.full((len(part), width), self.tok.pad_token_id or 0, dtype=torch.long)
+            mask = torch.zeros((len(part), p + width), dtype=torch.long)
+            mask[:, :p] = 1
+            for k, s in enumerate(part):
+                ids[k, : len(s)] = torch.tensor(s)
+                mask[k, p : p + len(s)] = 1
+            kwargs = {}
+            if legacy is not None:
+                kwargs["past_key_values"] = DynamicCache.from_legacy_cache(
+                    tuple(
+                        (k.expand(len(part), -1, -1, -1), v.expand(len(part), -1, -1, -1))
+                        for k, v in legacy
+                    )
+                )
+            pos = torch.arange(p, p + width).expand(len(part), -1)
+            out = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=pos.to(self.device),
+                use_cache=False,
+                **kwargs,
+            )
+            last = torch.tensor([len(s) - 1 for s in part], device=self.device)
+            rows.append(out.logits[torch.arange(len(part)), last].float().cpu())
+        return torch.cat(rows)
+
+    def choice_scores(
+        self, prefix: str, questions: list[str], continuations: list[str]
+    ) -> list[ChoiceScores]:
+        """Scores of each continuation after ``prefix + question``, for every question."""
+        cont_ids = [self._continuation_ids(prefix + questions[0], c) for c in continuations]
+        full = [self.encode(prefix + q) for q in questions]
+        # Cache exactly the tokens every prompt shares. Encoding the prefix alone would not do:
+        # a tokenizer may merge across its end (e.g. "\n\n" + "What" -> "\n", "\nWhat").
+        common = min(len(ids) for ids in full) - 1
+        for ids in full[1:]:
+            common = next((k for k in range(common) if ids[k] != full[0][k]), common)
+        prefix_ids = full[0][:common]
+        suffixes = [ids[common:] for ids in full]
+        if any(len(c) != 1 for c in cont_ids):
+            raise EvalError("multi-token answer continuations are not supported yet")
+        firsts = [c[0] for c in cont_ids]
+        logits = self.last_logits(prefix_ids, suffixes)
+        logp = F.log_softmax(logits, dim=-1)
+        return [
+            ChoiceScores([float(logits[i, t]) for t in firsts], [float(logp[i, t]) for t in firsts])
+            for i in range(len(questions))
+        ]
+
+    def _continuation_ids(self, context: str, cont: str) -> list[int]:
+        ctx = self.encode(context)
+        both = self.encode(context + cont)
+        if both[: len(ctx)] == ctx:
+            return both[len(ctx) :]
+        return self.tok(cont, add_special_tokens=False).input_ids
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str]) -> list[str]:
+        """Greedy continuations, cut at the first stop string."""
+        outs = []
+        for prompt in prompts:
+            ids = torch.tensor([self.encode(prompt)], device=self.device)
+            gen = self.model.generate(
+                ids,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tok.pad_token_id or self.tok.eos_token_id,
+            )
+            text = self.tok.decode(gen[0, ids.shape[1] :], skip_special_tokens=True)
+            cut = min([text.find(s) for s in stop if s in text], default=len(text))
+            outs.append(text[:cut])
+        return outs
+
+    @torch.no_grad()
+    def text_nll(self, texts: list[str]) -> tuple[float, int]:
+        """Total negative log-likelihood (nats) of every token of ``texts``, and the count.
+
+        Each text is scored on its own (BOS as context where the tokenizer uses one, else the
+        first token is not scored), in windows of the model's length.
+        """
+        total, count = 0.0, 0
+        window = self.max_length
+        for text in texts:
+            ids = self.encode(text)
+            for lo in range(0, len(ids), window):
+                chunk = torch.tensor([ids[lo : lo + window]], device=self.device)
+                logits = self.model(input_ids=chunk).logits[0].float()
+                targets = chunk[0, 1:]
+                nll = F.cross_entropy(logits[:-1], targets, reduction="sum")
+                total += float(nll)
+                count += targets.numel()
+        if count == 0:
+            raise EvalError("no tokens to score")
+        return total, count
+
+
+def bits(nats: float) -> float:
+    return nats / math.log(2)
