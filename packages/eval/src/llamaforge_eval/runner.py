@@ -2,9 +2,10 @@
 
 For each subject the tokens all its prompts share (header and shots) are run once; their KV
 cache is expanded over a batch of questions, which are right-padded (causal attention: padding
-after a question cannot change it), and only the question tokens are computed. Both multiple-choice metrics come from the logits at
-the last prompt token when every continuation is a single token (true of " A".." D" and "A".."D"
-for LLaMA-family tokenizers); otherwise each continuation is scored in its own row.
+after a question cannot change it), and only the question tokens are computed. Both
+multiple-choice metrics come from the logits at the last prompt token, since every answer
+continuation (" A".." D" or "A".."D") is a single token for LLaMA-family tokenizers; a
+multi-token continuation is refused with a clear error.
 """
 
 from __future__ import annotations
