@@ -174,3 +174,22 @@ def test_smollm2_matches_the_reference(fixtures, asset):
     for name, subject in result["subjects"].items():
         assert subject["predictions"] == reference[name]
     # A 135M model is near chance on such questions: compare predictions, not accuracy.
+
+
+def test_two_processes_give_the_same_predictions(fixtures, tiny_eval_model):
+    from llamaforge_eval.parallel import evaluate_parallel
+
+    benches = [
+        load_benchmark("mmlu", fixtures / "mmlu"),
+        load_benchmark("cmmlu", fixtures / "cmmlu"),
+    ]
+    model, tok = load_model(tiny_eval_model)
+    single = {
+        b.name: evaluate_benchmark(Runner(model, tok), b, n_shots=2, metric="loglik")
+        for b in benches
+    }
+    multi = evaluate_parallel(tiny_eval_model, benches, n_shots=2, metric="loglik", nproc=2)
+    for name in single:
+        assert multi[name]["accuracy"] == single[name]["accuracy"]
+        for subj, res in single[name]["subjects"].items():
+            assert multi[name]["subjects"][subj]["predictions"] == res["predictions"]

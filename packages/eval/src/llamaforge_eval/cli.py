@@ -48,6 +48,7 @@ def run(
     ] = "first-token",
     subjects: Annotated[list[str] | None, typer.Option(help="Only these subjects.")] = None,
     batch_size: Annotated[int, typer.Option(help="Questions per forward pass.")] = 8,
+    nproc: Annotated[int, typer.Option(help="Worker processes (one model each).")] = 1,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Results JSON.")] = None,
 ) -> None:
     """Evaluate MODEL on benchmarks and held-out text."""
@@ -69,7 +70,14 @@ def run(
     results: dict = {"model": str(model), "benchmarks": {}, "text": {}}
     start = time.perf_counter()
     with console.status("evaluating") as status:
-        for b in loaded:
+        if nproc > 1 and loaded:
+            from llamaforge_eval.parallel import evaluate_parallel
+
+            status.update(f"{len(loaded)} benchmarks on {nproc} processes")
+            results["benchmarks"] = evaluate_parallel(
+                model, loaded, n_shots=shots, metric=metric, nproc=nproc, batch_size=batch_size
+            )
+        for b in loaded if nproc <= 1 else []:
             status.update(f"{b.name}: {sum(len(s.questions) for s in b.subjects)} questions")
             results["benchmarks"][b.name] = evaluate_benchmark(
                 runner, b, n_shots=shots, metric=metric
