@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Benchmark: our evaluator vs lm-evaluation-harness on the same model, questions and CPU.
+
+Questions: generated arithmetic multiple choice in MMLU's official layout (4 subjects × 60 test
+questions + 5 dev shots), written to a temporary dir. Both sides score 5-shot log-likelihood of
+" A".." D" after "Answer:" with SmolLM2-135M in fp32, run as command-line tools in fresh
+processes (so both pay start-up and model loading). lm-eval (``lm-eval`` from PyPI) lives in its
+own virtualenv, ``.venv-lm-eval`` (its pins differ); ``--setup`` creates it. It is pointed at the
+same CSV files through a local task config.
+
+Prints questions/s of each, their ratio (target ≥ 3×) and the share of identical predictions
+(must be 100 %).
+
+    python tools/bench/eval.py --setup      # once: the lm-eval virtualenv
+    python tools/bench/eval.py [--questions 60] [--batch-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LM_EVAL_VENV = ROOT / ".venv-lm-eval"
+SUBJECTS = {"addition": "+", "subtraction": "-", "multiplication": "*", "comparison": "max"}
+
+
+def _question(op: str, rng: random.Random) -> list[str]:
+    a, b = rng.randint(2, 60), rng.randint(2, 60)
+    if op == "max":
+        text, value = f"Which is larger, {a} or {b}?", max(a, b)
+    else:
+        value = {"+": a + b, "-": a - b, "*": a * b}[op]
+        text = f"What is {a} {op} {b}?"
+    options = {value}
+    while len(options) < 4:
+        options.add(value + rng.choice([-3, -2, -1, 1, 2, 3, 10]))
+    opts = sorted(options)
+    rng.shuffle(opts)
+    return [text, *map(str, opts), "ABCD"[opts.index(value)]]
+
+
+def write_questions(root: Path, n: int) -> int:
+    rng = random.Random(0)
+    for subject, op in SUBJECTS.items():
+        for split, count in (("dev", 5), ("test", n)):
+            path = root / "data" / split / f"{subject}_{split}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", newline="") as fh:
+                csv.writer(fh).writerows(_question(op, rng) for _ in range(count))
+    return n * len(SUBJECTS)
+
+
+def write_lm_eval_tasks(root: Path, tasks: Path) -> list[str]:
+    tasks.mkdir(parents=True, exist_ok=True)
+    names = []
+    for subject in SUBJECTS:
+        name = f"llamaforge_{subject}"
+        files = {
+            "test": str(root / "data" / "test" / f"{subject}_test.csv"),
+            "dev": str(root / "data" / "dev" / f"{subject}_dev.csv"),
+        }
+        config = {
+            "task": name,
+            "dataset_path": "csv",
+            "dataset_kwargs": {
+                "data_files": files,
+                "header": None,
+                "column_names": ["question", "A", "B", "C", "D", "answer"],
+            },
+            "test_split": "test",
+            "fewshot_split": "dev",
+            "fewshot_config": {"sampler": "first_n"},
+            "output_type": "multiple_choice",
+            "description": "The following are multiple choice questions (with answers) about "
+            f"{subject}.\n\n",
+            "doc_to_text": "{{question.strip()}}\nA. {{A}}\nB. {{B}}\nC. {{C}}\nD. {{D}}\nAnswer:",
+            "doc_to_choice": ["A", "B", "C", "D"],
+            "doc_to_target": "{{['A', 'B', 'C', 'D'].index(answer)}}",
+            "metric_list": [{"metric": "acc"}],
+        }
+        (tasks / f"{name}.yaml").write_text(json.dumps(config, indent=1))  # JSON is YAML
+        names.append(name)
+    return names
+
+
+def run_ours(model: Path, bench: Path, out: Path, batch: int) -> tuple[float, dict]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "llamaforge_cli",
+        "eval",
+        "run",
+        str(model),
+        "--bench",
+        f"mmlu={bench}",
+        "--shots",
+        "5",
+        "--metric",
+        "loglik",
+        "--batch-size",
+        str(batch),
+        "-o",
+        str(out),
+    ]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    data = json.loads(out.read_text())["benchmarks"]["mmlu"]["subjects"]
+    return seconds, {s: v["predictions"] for s, v in data.items()}
+
+
+def run_lm_eval(
+    model: Path, tasks: Path, names: list[str], out: Path, batch: int
+) -> tuple[float, dict]:
+    cmd = [
+        str(LM_EVAL_VENV / "bin" / "lm_eval"),
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={model},dtype=float32",
+        "--tasks",
+        ",".join(names),
+        "--include_path",
+        str(tasks),
+        "--num_fewshot",
+        "5",
+        "--batch_size",
+        str(batch),
+        "--device",
+        "cpu",
+        "--output_path",
+        str(out),
+        "--log_samples",
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"lm-eval failed:\n{done.stderr[-3000:]}")
+    preds = {}
+    for name in names:
+        (path,) = sorted(out.rglob(f"samples_{name}_*.jsonl"))[-1:]
+        rows = [json.loads(x) for x in path.read_text().splitlines()]
+        rows.sort(key=lambda r: r["doc_id"])
+        preds[name.removeprefix("llamaforge_")] = [
+            "ABCD"[max(range(4), key=lambda k: r["filtered_resps"][k][0])] for r in rows
+        ]
+    return seconds, preds
+
+
+def setup() -> int:
+    import venv
+
+    venv.EnvBuilder(with_pip=True, clear=True).create(LM_EVAL_VENV)
+    pip = [str(LM_EVAL_VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "torch==2.13.0"], check=True)  # the CPU build this machine has on disk
+    subprocess.run([*pip, "lm-eval==0.4.*", "transformers==4.51.3", "accelerate"], check=True)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="eval benchmark vs lm-evaluation-harness (CPU)")
+    parser.add_argument("--setup", action="store_true", help="create .venv-lm-eval")
+    parser.add_argument("--questions", type=int, default=60, help="test questions per subject")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--gpu", action="store_true", help="(CPU benchmark: nothing to do)")
+    args = parser.parse_args()
+    if args.gpu:
+        print("eval: CPU benchmark; nothing to run on the GPU")
+        return 0
+    if args.setup:
+        return setup()
+    if not (LM_EVAL_VENV / "bin" / "lm_eval").exists():
+        print("lm-eval is not set up: run `python tools/bench/eval.py --setup` first")
+        return 2
+    from llamaforge_cli.assets import ensure_asset
+
+    model = ensure_asset("smollm2-135m")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        n = write_questions(tmp / "mmlu", args.questions)
+        names = write_lm_eval_tasks(tmp / "mmlu", tmp / "tasks")
+        t_ours, ours = run_ours(model, tmp / "mmlu", tmp / "ours.json", args.batch_size)
+        t_theirs, theirs = run_lm_eval(
+            model, tmp / "tasks", names, tmp / "lm-eval", args.batch_size
+        )
+    same = sum(a == b for s in ours for a, b in zip(ours[s], theirs[s], strict=True))
+    print(f"{n} questions (4 subjects, 5-shot, log-likelihood of ' A'..' D'), SmolLM2-135M fp32")
+    print(f"ours:    {t_ours:6.1f} s  {n / t_ours:6.2f} questions/s")
+    print(f"lm-eval: {t_theirs:6.1f} s  {n / t_theirs:6.2f} questions/s")
+    print(
+        f"speed-up: {t_theirs / t_ours:.1f}× (target ≥ 3×); identical predictions: "
+        f"{same}/{n} = {same / n:.1%} (must be 100 %)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
