@@ -176,6 +176,7 @@ def main() -> int:
     parser.add_argument("--setup", action="store_true", help="create .venv-lm-eval")
     parser.add_argument("--questions", type=int, default=60, help="test questions per subject")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--keep", type=Path, help="write the work files here and keep them")
     parser.add_argument("--gpu", action="store_true", help="(CPU benchmark: nothing to do)")
     args = parser.parse_args()
     if args.gpu:
@@ -190,7 +191,7 @@ def main() -> int:
 
     model = ensure_asset("smollm2-135m")
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+        tmp = Path(args.keep) if args.keep else Path(tmp)
         n = write_questions(tmp / "mmlu", args.questions)
         names = write_lm_eval_tasks(tmp / "mmlu", tmp / "tasks")
         t_ours, ours = run_ours(model, tmp / "mmlu", tmp / "ours.json", args.batch_size)
