@@ -156,7 +156,7 @@ def run_lm_eval(
         rows = [json.loads(x) for x in path.read_text().splitlines()]
         rows.sort(key=lambda r: r["doc_id"])
         preds[name.removeprefix("llamaforge_")] = [
-            "ABCD"[max(range(4), key=lambda k: r["filtered_resps"][k][0])] for r in rows
+            "ABCD"[max(range(4), key=lambda k: float(r["filtered_resps"][k][0]))] for r in rows
         ]
     return seconds, preds
 
