@@ -220,3 +220,12 @@ def test_plain_text_files_are_one_document_per_line(tmp_path):
         ("text", "第一篇", "a"),
         ("text", "第二篇", "a"),
     ]
+
+
+def test_llama3_template_on_the_llama3_tokenizer(asset):
+    enc = Encoder(TokenizeConfig(tokenizer_dir=asset("llama3-tokenizer"), template="llama3"))
+    (rec,) = _conversation(("system", "Be brief."), ("human", "你好"), ("assistant", "你好！"))
+    doc = enc.encode(rec)
+    text = enc.tok.decode(doc.input_ids)
+    assert text.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n")
+    assert _learned_text(enc.tok, doc) == "你好！<|eot_id|>"
