@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from llamaforge_datapack.tokenize import tokenizer_fingerprint
 from llamaforge_trainer.errors import TrainError
 
 log = logging.getLogger(__name__)
@@ -35,16 +35,6 @@ def load_causal_lm(model_dir: str | Path, *, attention: str, dtype: torch.dtype 
         )
     except (OSError, ValueError) as exc:
         raise TrainError(f"{model_dir}: cannot load the model ({exc})") from None
-
-
-def tokenizer_fingerprint(folder: str | Path) -> str:
-    """Same fingerprint as llamaforge-datapack's manifests (sha256 over the tokenizer files)."""
-    digest = hashlib.sha256()
-    for name in TOKENIZER_FILES:
-        path = Path(folder) / name
-        if path.is_file():
-            digest.update(name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def check_data_fits_model(model: nn.Module, model_dir: Path, manifests: list, data) -> None:
