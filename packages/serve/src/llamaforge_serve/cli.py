@@ -1,18 +1,47 @@
-"""`llamaforge serve ...`: thin Typer wrappers over the llamaforge-serve library API."""
+"""`llamaforge serve MODEL_DIR`: an OpenAI-compatible server (binds 127.0.0.1 by default)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from llamaforge_serve import __version__
-
-app = typer.Typer(
-    help="OpenAI-compatible inference server with continuous batching and streaming.",
-    no_args_is_help=True,
-)
+app = typer.Typer(help="OpenAI-compatible inference server.")
 
 
 @app.command()
-def version() -> None:
-    """Print the llamaforge-serve version."""
-    typer.echo(f"llamaforge-serve {__version__}")
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="HF model dir (safetensors).")],
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Accepted Bearer key (repeatable; also $LLAMAFORGE_API_KEYS, comma-separated)."
+        ),
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Sequences decoded together.")] = 16,
+    max_queue: Annotated[int, typer.Option(help="Waiting + running before 429.")] = 64,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run the model dir's code.")] = False,
+) -> None:
+    """Serve MODEL_DIR with /v1/completions, /v1/chat/completions, /v1/models, /metrics."""
+    import uvicorn
+
+    from llamaforge_serve.server import build
+
+    keys = list(api_key or []) + [
+        k for k in os.environ.get("LLAMAFORGE_API_KEYS", "").split(",") if k
+    ]
+    application, engine = build(
+        model_dir,
+        trust_remote_code=trust_remote_code,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        api_keys=keys,
+    )
+    try:
+        uvicorn.run(application, host=host, port=port, log_level="info")
+    finally:
+        engine.close()

@@ -1,0 +1,274 @@
+"""Continuous batching on a transformers model: requests join and leave between decode steps.
+
+One background thread owns the model. A new request is prefilled on its own, then its KV cache
+is merged into the running batch (caches are left-padded to a common length, with an attention
+mask that hides the padding); every decode step is one forward pass for all active sequences.
+A finished or cancelled sequence leaves the batch before the next step. Tokens are handed to
+each request's callback as they are produced (streaming).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sampling:
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Sequence:
+    """One generation; ``emit(text_delta, finish_reason)`` is called from the engine thread."""
+
+    prompt_ids: list[int]
+    sampling: Sampling
+    emit: Callable[[str, str | None, int], None]
+    generated: list[int] = field(default_factory=list)
+    text: str = ""
+    emitted: int = 0  # characters of text already handed out
+    cancelled: bool = False
+    finished: bool = False
+    generator: torch.Generator | None = None
+    enqueued: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+
+
+class Engine:
+    """Owns the model; ``submit`` from any thread, results through each sequence's ``emit``."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        max_batch: int = 16,
+        max_queue: int = 64,
+        eos_ids: list[int] | None = None,
+    ):
+        self.model, self.tok = model, tokenizer
+        self.max_batch, self.max_queue = max_batch, max_queue
+        self.eos = set(eos_ids or [tokenizer.eos_token_id])
+        self.pending: queue.Queue[Sequence] = queue.Queue()
+        self.active: list[Sequence] = []
+        self.cache = None  # DynamicCache for the active batch, left-padded
+        self.mask: torch.Tensor | None = None  # [B, L] 1 = real token
+        self.positions: torch.Tensor | None = None  # next position per row
+        self.last: torch.Tensor | None = None  # last token per row [B, 1]
+        self.stats = {
+            "generated_tokens": 0,
+            "cancelled": 0,
+            "finished": 0,
+            "steps": 0,
+            "batch_tokens": 0,
+        }
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="llamaforge-engine", daemon=True)
+        self._thread.start()
+
+    # -- API ------------------------------------------------------------------------------------
+    def load(self) -> int:
+        """Sequences waiting or running (what the queue bound applies to)."""
+        return self.pending.qsize() + len(self.active)
+
+    def submit(self, seq: Sequence) -> bool:
+        """Queue ``seq``; False when the engine is full (the caller answers 429)."""
+        if self.load() >= self.max_queue:
+            return False
+        if seq.sampling.seed is not None:
+            seq.generator = torch.Generator().manual_seed(seq.sampling.seed)
+        self.pending.put(seq)
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._admit()
+                self._drop_finished()
+                if not self.active:
+                    time.sleep(0.002)
+                    continue
+                self._decode_step()
+            except Exception:  # noqa: BLE001 - a bug must not kill the server thread silently
+                log.exception("engine step failed; failing the active requests")
+                for seq in self.active:
+                    seq.finished = True
+                    seq.emit("", "error", 0)
+                self.active, self.cache = [], None
+
+    @torch.no_grad()
+    def _admit(self) -> None:
+        while len(self.active) < self.max_batch:
+            try:
+                seq = self.pending.get_nowait()
+            except queue.Empty:
+                return
+            if seq.cancelled:
+                self.stats["cancelled"] += 1
+                continue
+            from transformers import DynamicCache
+
+            ids = torch.tensor([seq.prompt_ids])
+            out = self.model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
+            token = self._sample(out.logits[0, -1], seq)
+            self._merge(seq, out.past_key_values, len(seq.prompt_ids), token)
+            self._accept(len(self.active) - 1, token)
+
+    def _merge(self, seq: Sequence, cache, length: int, token: int) -> None:
+        from transformers import DynamicCache
+
+        new_mask = torch.ones(1, length, dtype=torch.long)
+        if self.cache is None or not self.active:
+            self.cache, self.mask = cache, new_mask
+            self.positions = torch.tensor([length])
+            self.last = torch.tensor([[token]])
+            self.active = [seq]
+            return
+        cur = self.mask.shape[1]
+        width = max(cur, length)
+        merged = DynamicCache()
+        for layer in range(len(self.cache.key_cache)):
+            ks = [
+                _pad_left(self.cache.key_cache[layer], width),
+                _pad_left(cache.key_cache[layer], width),
+            ]
+            vs = [
+                _pad_left(self.cache.value_cache[layer], width),
+                _pad_left(cache.value_cache[layer], width),
+            ]
+            merged.update(torch.cat(ks), torch.cat(vs), layer)
+        self.cache = merged
+        self.mask = torch.cat([_pad_left_mask(self.mask, width), _pad_left_mask(new_mask, width)])
+        self.positions = torch.cat([self.positions, torch.tensor([length])])
+        self.last = torch.cat([self.last, torch.tensor([[token]])])
+        self.active.append(seq)
+
+    @torch.no_grad()
+    def _decode_step(self) -> None:
+        batch = len(self.active)
+        mask = torch.cat([self.mask, torch.ones(batch, 1, dtype=torch.long)], dim=1)
+        out = self.model(
+            input_ids=self.last,
+            attention_mask=mask,
+            position_ids=self.positions[:, None],
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        self.cache, self.mask = out.past_key_values, mask
+        self.positions = self.positions + 1
+        self.stats["steps"] += 1
+        self.stats["batch_tokens"] += batch
+        tokens = [self._sample(out.logits[i, -1], seq) for i, seq in enumerate(self.active)]
+        self.last = torch.tensor(tokens)[:, None]
+        for i, token in enumerate(tokens):
+            self._accept(i, token)
+
+    def _accept(self, row: int, token: int) -> None:
+        """Record ``token`` and emit the text that is now certain.
+
+        Text that could be the start of a stop string, or half of a character, is held back
+        until the next token decides.
+        """
+        seq = self.active[row]
+        if seq.first_token_at is None:
+            seq.first_token_at = time.perf_counter()
+        if token in self.eos:
+            seq.finished = True
+            seq.emit(seq.text[seq.emitted :], "stop", 0)
+            return
+        seq.generated.append(token)
+        self.stats["generated_tokens"] += 1
+        seq.text = self.tok.decode(seq.generated, skip_special_tokens=True)
+        stops = [st for st in seq.sampling.stop if st]
+        hits = [seq.text.find(st) for st in stops if st in seq.text]
+        if hits:
+            seq.finished = True
+            seq.emit(seq.text[seq.emitted : min(hits)], "stop", 1)
+            return
+        if len(seq.generated) >= seq.sampling.max_tokens:
+            seq.finished = True
+            seq.emit(seq.text[seq.emitted :].rstrip("\ufffd"), "length", 1)
+            return
+        safe = len(seq.text.rstrip("\ufffd"))
+        for st in stops:
+            for k in range(min(len(st) - 1, safe), 0, -1):
+                if seq.text[:safe].endswith(st[:k]):
+                    safe = min(safe, len(seq.text) - k)
+                    break
+        safe = max(safe, seq.emitted)
+        seq.emit(seq.text[seq.emitted : safe], None, 1)
+        seq.emitted = safe
+
+    def _drop_finished(self) -> None:
+        keep = [i for i, s in enumerate(self.active) if not (s.finished or s.cancelled)]
+        for s in self.active:
+            if s.cancelled and not s.finished:
+                self.stats["cancelled"] += 1
+            elif s.finished:
+                self.stats["finished"] += 1
+        if len(keep) == len(self.active):
+            return
+        if not keep:
+            self.active, self.cache, self.mask = [], None, None
+            return
+        idx = torch.tensor(keep)
+        for layer in range(len(self.cache.key_cache)):
+            self.cache.key_cache[layer] = self.cache.key_cache[layer][idx]
+            self.cache.value_cache[layer] = self.cache.value_cache[layer][idx]
+        self.mask, self.positions, self.last = self.mask[idx], self.positions[idx], self.last[idx]
+        self.active = [self.active[i] for i in keep]
+        # Trim padding columns no row needs any more.
+        used = int(self.mask.sum(0).nonzero().min()) if self.mask.numel() else 0
+        if used:
+            self.mask = self.mask[:, used:]
+            for layer in range(len(self.cache.key_cache)):
+                self.cache.key_cache[layer] = self.cache.key_cache[layer][:, :, used:]
+                self.cache.value_cache[layer] = self.cache.value_cache[layer][:, :, used:]
+
+    def _sample(self, logits: torch.Tensor, seq: Sequence) -> int:
+        s = seq.sampling
+        if s.temperature <= 0:
+            return int(logits.argmax())
+        logits = logits.float() / s.temperature
+        if s.top_k > 0:
+            kth = torch.topk(logits, min(s.top_k, logits.numel())).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        if s.top_p < 1.0:
+            sorted_p, order = torch.sort(probs, descending=True)
+            keep = torch.cumsum(sorted_p, 0) - sorted_p < s.top_p
+            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+            probs = probs / probs.sum()
+        return int(torch.multinomial(probs, 1, generator=seq.generator))
+
+
+def _pad_left(t: torch.Tensor, width: int) -> torch.Tensor:
+    missing = width - t.shape[2]
+    if missing <= 0:
+        return t
+    pad = t.new_zeros(t.shape[0], t.shape[1], missing, t.shape[3])
+    return torch.cat([pad, t], dim=2)
+
+
+def _pad_left_mask(m: torch.Tensor, width: int) -> torch.Tensor:
+    missing = width - m.shape[1]
+    return m if missing <= 0 else torch.cat([m.new_zeros(m.shape[0], missing), m], dim=1)

@@ -1,0 +1,126 @@
+"""The real server on localhost, driven by the official openai client."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+
+def test_models_and_completion(tiny_server):
+    client = tiny_server.client()
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    out = client.completions.create(model="tiny", prompt="Hello", max_tokens=8, temperature=0)
+    assert out.object == "text_completion" and out.choices[0].finish_reason in ("length", "stop")
+    assert out.usage.completion_tokens <= 8 and out.usage.prompt_tokens > 0
+    again = client.completions.create(model="tiny", prompt="Hello", max_tokens=8, temperature=0)
+    assert again.choices[0].text == out.choices[0].text
+
+
+def test_chat_and_streaming_agree(tiny_server):
+    client = tiny_server.client()
+    messages = [{"role": "user", "content": "你好，介绍一下北京。"}]
+    whole = client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=12, temperature=0
+    )
+    parts = client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=12, temperature=0, stream=True
+    )
+    chunks = list(parts)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert streamed == whole.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+
+
+def test_seeded_sampling_is_deterministic_and_n(tiny_server):
+    client = tiny_server.client()
+    kw = {
+        "model": "tiny",
+        "prompt": "Once",
+        "max_tokens": 10,
+        "temperature": 1.0,
+        "top_p": 0.9,
+        "seed": 7,
+    }
+    a = client.completions.create(**kw).choices[0].text
+    b = client.completions.create(**kw).choices[0].text
+    assert a == b
+    many = client.completions.create(**{**kw, "n": 3})
+    assert len(many.choices) == 3 and many.choices[0].text == a
+
+
+def test_stop_sequences(tiny_server):
+    client = tiny_server.client()
+    free = client.completions.create(model="tiny", prompt="A", max_tokens=20, temperature=0)
+    text = free.choices[0].text
+    if len(text) < 4:
+        pytest.skip("the tiny model ended too early to test a stop string")
+    stop = text[2:4]
+    cut = client.completions.create(
+        model="tiny", prompt="A", max_tokens=20, temperature=0, stop=[stop]
+    )
+    assert cut.choices[0].text == text[: text.find(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+
+
+def test_wrong_key_oversized_prompt_and_body(tiny_server):
+    with pytest.raises(openai.AuthenticationError):
+        tiny_server.client("wrong").completions.create(model="tiny", prompt="x", max_tokens=2)
+    with pytest.raises(openai.BadRequestError) as err:
+        tiny_server.client().completions.create(model="tiny", prompt="word " * 2100, max_tokens=2)
+    assert "maximum context length is 2048" in str(err.value)
+    big = httpx.post(
+        f"{tiny_server.base}/v1/completions",
+        content=b"x" * (2 << 20),
+        headers={"Authorization": "Bearer secret"},
+    )
+    assert big.status_code == 413 and "error" in big.json()
+
+
+def test_overload_answers_429_with_retry_after(tiny_server):
+    results = []
+
+    def call():
+        try:
+            r = httpx.post(
+                f"{tiny_server.base}/v1/completions",
+                timeout=60,
+                headers={"Authorization": "Bearer secret"},
+                json={"model": "tiny", "prompt": "x", "max_tokens": 60, "temperature": 0},
+            )
+            results.append((r.status_code, r.headers.get("retry-after")))
+        except httpx.HTTPError as exc:  # pragma: no cover - reported below
+            results.append((str(exc), None))
+
+    threads = [threading.Thread(target=call) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = [c for c, _ in results]
+    assert codes.count(200) >= 1 and 429 in codes
+    assert all(r == "1" for c, r in results if c == 429)
+
+
+def test_disconnect_cancels_generation(tiny_server):
+    engine = tiny_server.engine
+    before = engine.stats["cancelled"]
+    with httpx.stream(
+        "POST",
+        f"{tiny_server.base}/v1/completions",
+        headers={"Authorization": "Bearer secret"},
+        timeout=60,
+        json={"model": "tiny", "prompt": "x", "max_tokens": 2000, "temperature": 0, "stream": True},
+    ) as response:
+        for _ in response.iter_lines():
+            break  # read one event, then hang up
+    deadline = time.time() + 10
+    while engine.stats["cancelled"] == before and time.time() < deadline:
+        time.sleep(0.05)
+    assert engine.stats["cancelled"] > before
+    metrics = httpx.get(f"{tiny_server.base}/metrics").text
+    assert "llamaforge_cancelled_sequences" in metrics and "llamaforge_queue_depth" in metrics
+    assert httpx.get(f"{tiny_server.base}/health").json()["status"] == "ok"
