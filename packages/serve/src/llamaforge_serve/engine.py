@@ -117,50 +117,79 @@ class Engine:
 
     @torch.no_grad()
     def _admit(self) -> None:
-        while len(self.active) < self.max_batch:
+        """Prefill every waiting request that fits, in one left-padded forward pass."""
+        from transformers import DynamicCache
+
+        batch: list[Sequence] = []
+        while len(self.active) + len(batch) < self.max_batch:
             try:
                 seq = self.pending.get_nowait()
             except queue.Empty:
-                return
+                break
             if seq.cancelled:
                 self.stats["cancelled"] += 1
                 continue
-            from transformers import DynamicCache
+            batch.append(seq)
+        if not batch:
+            return
+        width = max(len(s.prompt_ids) for s in batch)
+        ids = torch.zeros(len(batch), width, dtype=torch.long)
+        mask = torch.zeros(len(batch), width, dtype=torch.long)
+        for k, s in enumerate(batch):
+            ids[k, width - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids)
+            mask[k, width - len(s.prompt_ids) :] = 1
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=DynamicCache(),
+            use_cache=True,
+        )
+        tokens = [self._sample(out.logits[k, -1], s) for k, s in enumerate(batch)]
+        lengths = torch.tensor([len(s.prompt_ids) for s in batch])
+        self._merge(batch, out.past_key_values, mask, lengths, tokens)
+        first = len(self.active) - len(batch)
+        for k in range(len(batch)):
+            self._accept(first + k, tokens[k])
 
-            ids = torch.tensor([seq.prompt_ids])
-            out = self.model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
-            token = self._sample(out.logits[0, -1], seq)
-            self._merge(seq, out.past_key_values, len(seq.prompt_ids), token)
-            self._accept(len(self.active) - 1, token)
-
-    def _merge(self, seq: Sequence, cache, length: int, token: int) -> None:
+    def _merge(
+        self,
+        seqs: list[Sequence],
+        cache,
+        mask: torch.Tensor,
+        lengths: torch.Tensor,
+        tokens: list[int],
+    ) -> None:
+        """Append prefilled rows (their own left-padded cache) to the running batch."""
         from transformers import DynamicCache
 
-        new_mask = torch.ones(1, length, dtype=torch.long)
+        last = torch.tensor(tokens)[:, None]
         if self.cache is None or not self.active:
-            self.cache, self.mask = cache, new_mask
-            self.positions = torch.tensor([length])
-            self.last = torch.tensor([[token]])
-            self.active = [seq]
+            self.cache, self.mask, self.positions, self.last = cache, mask, lengths, last
+            self.active = list(seqs)
             return
-        cur = self.mask.shape[1]
-        width = max(cur, length)
+        width = max(self.mask.shape[1], mask.shape[1])
         merged = DynamicCache()
         for layer in range(len(self.cache.key_cache)):
-            ks = [
-                _pad_left(self.cache.key_cache[layer], width),
-                _pad_left(cache.key_cache[layer], width),
-            ]
-            vs = [
-                _pad_left(self.cache.value_cache[layer], width),
-                _pad_left(cache.value_cache[layer], width),
-            ]
-            merged.update(torch.cat(ks), torch.cat(vs), layer)
+            k = torch.cat(
+                [
+                    _pad_left(self.cache.key_cache[layer], width),
+                    _pad_left(cache.key_cache[layer], width),
+                ]
+            )
+            v = torch.cat(
+                [
+                    _pad_left(self.cache.value_cache[layer], width),
+                    _pad_left(cache.value_cache[layer], width),
+                ]
+            )
+            merged.update(k, v, layer)
         self.cache = merged
-        self.mask = torch.cat([_pad_left_mask(self.mask, width), _pad_left_mask(new_mask, width)])
-        self.positions = torch.cat([self.positions, torch.tensor([length])])
-        self.last = torch.cat([self.last, torch.tensor([[token]])])
-        self.active.append(seq)
+        self.mask = torch.cat([_pad_left_mask(self.mask, width), _pad_left_mask(mask, width)])
+        self.positions = torch.cat([self.positions, lengths])
+        self.last = torch.cat([self.last, last])
+        self.active.extend(seqs)
 
     @torch.no_grad()
     def _decode_step(self) -> None:
