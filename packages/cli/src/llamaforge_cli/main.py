@@ -55,6 +55,9 @@ def build_app(console: Console | None = None) -> typer.Typer:
         run_doctor(console)
 
     app.add_typer(assets_app, name="assets")
+    from llamaforge_cli.pipeline.cli import app as pipeline_app
+
+    app.add_typer(pipeline_app, name="pipeline")
 
     installed = installed_commands()
     for name, ep in sorted(installed.items()):

@@ -31,18 +31,35 @@ class Dist:
     device: torch.device
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def launch(seed: int) -> Dist:
     """Initialise the process group once (a single process runs as world size 1)."""
     if not dist.is_initialized():
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("LOCAL_RANK", "0")
-        os.environ.setdefault("WORLD_SIZE", "1")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
         import colossalai
 
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        colossalai.launch_from_torch(backend=backend, seed=seed, verbose=False)
+        if "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            colossalai.launch_from_torch(backend=backend, seed=seed, verbose=False)
+        else:
+            # One process, no launcher: a private group on a free port, without touching the
+            # environment (child processes must not inherit a port this process holds).
+            colossalai.launch(
+                rank=0,
+                world_size=1,
+                host="127.0.0.1",
+                port=_free_port(),
+                backend=backend,
+                local_rank=0,
+                seed=seed,
+                verbose=False,
+            )
     device = (
         torch.device("cuda", torch.cuda.current_device())
         if torch.cuda.is_available()

@@ -50,7 +50,9 @@ def save_checkpoint(
     dist.barrier()
     # torch format: safetensors refuses tied weights (embed_tokens is lm_head in many models)
     booster.save_model(model, str(tmp / "model"), shard=True, use_safetensors=False)
-    booster.save_optimizer(optimizer, str(tmp / "optimizer"), shard=True)
+    # ColossalAI's sharded optimizer loading calls the accelerator's synchronize(), which its
+    # CPU accelerator refuses; off CUDA (ddp: each rank holds the full state anyway) save whole.
+    booster.save_optimizer(optimizer, str(tmp / "optimizer"), shard=torch.cuda.is_available())
     torch.save(
         {
             "cpu": torch.get_rng_state(),

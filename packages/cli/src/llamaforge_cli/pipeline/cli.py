@@ -1,0 +1,50 @@
+"""`llamaforge pipeline run RECIPE.toml`: the whole method, stage by stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="Run a recipe end to end: vocabulary, model, data, training, eval, report.",
+    no_args_is_help=True,
+)
+
+
+def _console(ctx: typer.Context) -> Console:
+    return ctx.obj if isinstance(ctx.obj, Console) else Console()
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    recipe: Annotated[Path, typer.Argument(help="Pipeline recipe (.toml).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+    start: Annotated[str | None, typer.Option("--from", help="Rerun from this stage on.")] = None,
+) -> None:
+    """Run RECIPE's stages, skipping those whose inputs and settings are unchanged."""
+    from llamaforge_cli.pipeline.recipe import load_recipe
+    from llamaforge_cli.pipeline.runner import plan
+    from llamaforge_cli.pipeline.runner import run as run_pipeline
+
+    console = _console(ctx)
+    loaded = load_recipe(recipe)
+    rows = (
+        plan(loaded, start)
+        if dry_run
+        else run_pipeline(
+            loaded, start=start, on_stage=lambda name, action: console.rule(f"{name}: {action}")
+        )
+    )
+    table = Table(title=("plan" if dry_run else "pipeline") + f" — {recipe}")
+    for col in ("stage", "action", "why / time"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row.stage, row.action, row.reason)
+    console.print(table)
+    if not dry_run:
+        console.print(f"report → {loaded.out / 'report' / 'report.md'}")
