@@ -130,3 +130,12 @@ def test_crash_inside_train_resumes(asset, tmp_path):
     assert [r.action for r in done] == ["skip"] * 4 + ["resume", "run", "run"]
     rows = [json.loads(x) for x in metrics.read_text().splitlines()]
     assert sorted({r["global_step"] for r in rows}) == list(range(1, 25))
+
+
+def test_shipped_recipes_load_and_plan(asset):
+    root = Path(__file__).resolve().parents[3] / "recipes"
+    recipes = sorted(root.glob("*.toml"))
+    assert recipes
+    for path in recipes:
+        recipe = load_recipe(path)
+        assert [r.stage for r in plan(recipe)] == STAGES

@@ -49,6 +49,9 @@ def run(
     subjects: Annotated[list[str] | None, typer.Option(help="Only these subjects.")] = None,
     batch_size: Annotated[int, typer.Option(help="Questions per forward pass.")] = 8,
     nproc: Annotated[int, typer.Option(help="Worker processes (one model each).")] = 1,
+    max_docs: Annotated[
+        int | None, typer.Option(help="Score only the first N documents of each --text label.")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Results JSON.")] = None,
 ) -> None:
     """Evaluate MODEL on benchmarks and held-out text."""
@@ -84,7 +87,7 @@ def run(
             )
         if texts:
             status.update("held-out text")
-            results["text"] = evaluate_text(runner, texts)
+            results["text"] = evaluate_text(runner, texts, max_docs=max_docs)
     results["seconds"] = time.perf_counter() - start
     print_results(console, results)
     if out:

@@ -106,8 +106,11 @@ def evaluate_benchmark(
     }
 
 
-def evaluate_text(runner: Runner, files: dict[str, list[Path]]) -> dict:
-    """Tokens per character and bits per character per labelled group of text files."""
+def evaluate_text(
+    runner: Runner, files: dict[str, list[Path]], max_docs: int | None = None
+) -> dict:
+    """Tokens per character and bits per character per labelled group of text files (the
+    first ``max_docs`` documents of each group when given)."""
     out = {}
     for label, paths in files.items():
         docs = []
@@ -120,6 +123,7 @@ def evaluate_text(runner: Runner, files: dict[str, list[Path]]) -> dict:
                 raise EvalError(f"{path}: cannot read text ({exc})") from None
         if not docs:
             raise EvalError(f"text {label!r}: no documents")
+        docs = docs[:max_docs] if max_docs else docs
         nll, count = runner.text_nll(docs)
         chars = sum(len(d) for d in docs)
         tokens = sum(len(runner.tok(d, add_special_tokens=False).input_ids) for d in docs)

@@ -45,6 +45,8 @@ class EvalSettings:
     """Kind → dir in the official layout."""
     shots: int = 2
     metric: str = "loglik"
+    max_docs: int | None = None
+    """Score only the first N held-out documents per label (keeps a CPU demo short)."""
 
 
 @dataclass(kw_only=True)

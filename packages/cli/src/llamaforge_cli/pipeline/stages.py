@@ -120,6 +120,8 @@ def build_stages(recipe: Recipe) -> list[Stage]:
         for kind, folder in e.benchmarks.items():
             common += ["--bench", f"{kind}={recipe.resolve(folder)}"]
         common += ["--shots", e.shots, "--metric", e.metric]
+        if e.max_docs:
+            common += ["--max-docs", e.max_docs]
         _llamaforge(["eval", "run", base(), *common, "-o", d / "base.json"])
         _llamaforge(["eval", "run", run_dir / "export", *common, "-o", d / "result.json"])
         texts = [
