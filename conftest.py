@@ -41,3 +41,49 @@ def asset():
         return cache[name]
 
     return get
+
+
+def build_tiny_llama(
+    out: Path,
+    tokenizer_dir: Path,
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    positions: int = 1024,
+    seed: int = 0,
+) -> Path:
+    """A randomly initialised LlamaForCausalLM dir over ``tokenizer_dir``'s vocabulary (its
+    tokenizer files copied in): real code paths, seconds to run."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=positions,
+        tie_word_embeddings=True,
+        rope_theta=10000.0,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(str(out), safe_serialization=True)
+    for f in Path(tokenizer_dir).iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens")):
+            shutil.copyfile(f, Path(out) / f.name)
+    return Path(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """``tiny_llama(out_dir, tokenizer_dir, **sizes) -> Path`` (see :func:`build_tiny_llama`)."""
+    return build_tiny_llama

@@ -19,34 +19,15 @@ from llamaforge_cli.pipeline.runner import plan, run
 STAGES = ["learn-vocab", "expand-vocab", "init-model", "pack-data", "train", "eval", "report"]
 
 
-def _tiny_base(out: Path, tokenizer_dir: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(str(out))
-    for f in tokenizer_dir.iterdir():
-        if f.name.startswith(("tokenizer", "special_tokens")) or f.name == "generation_config.json":
-            shutil.copyfile(f, out / f.name)
-    return out
-
-
-def _recipe(tmp: Path, asset, steps: int = 2, pieces: int = 150) -> Path:
+def _recipe(tmp: Path, asset, tiny_llama, steps: int = 2, pieces: int = 150) -> Path:
     base = tmp / "base"
     if not base.exists():
-        _tiny_base(base, asset("smollm2-135m"))
+        tiny_llama(
+            base, asset("smollm2-135m"), hidden=32, layers=1, heads=2, kv_heads=1, positions=512
+        )
+        shutil.copyfile(
+            asset("smollm2-135m") / "generation_config.json", base / "generation_config.json"
+        )
         zh = (asset("people-daily") / "train.txt").read_text(encoding="utf-8").splitlines()
         (tmp / "zh.txt").write_text("\n".join(zh[:150]), encoding="utf-8")
         (tmp / "zh-held.txt").write_text("\n".join(zh[-10:]), encoding="utf-8")
@@ -85,8 +66,8 @@ text = {{zh = ["zh-held.txt"], en = ["en-held.txt"]}}
     return path
 
 
-def test_runs_then_skips_then_reruns_what_changed(asset, tmp_path):
-    recipe = load_recipe(_recipe(tmp_path, asset))
+def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
+    recipe = load_recipe(_recipe(tmp_path, asset, tiny_llama))
     assert [(r.stage, r.action) for r in plan(recipe)] == [(s, "run") for s in STAGES]
     first = run(recipe)
     assert [r.action for r in first] == ["run"] * len(STAGES)
@@ -97,7 +78,7 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tmp_path):
     assert {t["target"].split(":")[0] for t in targets} == {"zh", "en"}
     assert [r.action for r in plan(recipe)] == ["skip"] * len(STAGES)
     assert [r.action for r in run(recipe)] == ["skip"] * len(STAGES)
-    changed = load_recipe(_recipe(tmp_path, asset, pieces=120))
+    changed = load_recipe(_recipe(tmp_path, asset, tiny_llama, pieces=120))
     assert [r.action for r in plan(changed)][:2] == ["rerun (changed)", "run"]
     again = run(changed)
     assert [r.action for r in again] == ["rerun (changed)"] * len(STAGES)
@@ -106,8 +87,8 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tmp_path):
 
 
 @pytest.mark.slow
-def test_crash_inside_train_resumes(asset, tmp_path):
-    path = _recipe(tmp_path, asset, steps=12)
+def test_crash_inside_train_resumes(asset, tiny_llama, tmp_path):
+    path = _recipe(tmp_path, asset, tiny_llama, steps=12)
     cmd = [sys.executable, "-m", "llamaforge_cli", "pipeline", "run", str(path)]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True

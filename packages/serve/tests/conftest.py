@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -46,33 +45,11 @@ class Running:
         self.engine.close()
 
 
-def make_tiny(out: Path, tokenizer_dir: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(str(out))
-    for f in Path(tokenizer_dir).iterdir():
-        if f.name.startswith(("tokenizer", "special_tokens")):
-            shutil.copyfile(f, out / f.name)
-    return out
-
-
 @pytest.fixture(scope="module")
-def tiny_server(asset, tmp_path_factory):
-    model = make_tiny(tmp_path_factory.mktemp("serve") / "tiny", asset("smollm2-135m"))
+def tiny_server(asset, tiny_llama, tmp_path_factory):
+    model = tiny_llama(
+        tmp_path_factory.mktemp("serve") / "tiny", asset("smollm2-135m"), positions=2048
+    )
     running = Running(model, api_keys=["secret"], max_batch=4, max_queue=6)
     yield running
     running.stop()
