@@ -60,3 +60,11 @@ def test_doctor_reports_versions_devices_kernels_and_cache(capsys):
     out = capsys.readouterr().out
     for needle in ("torch", "transformers", "colossalai", "flash-attn", "CPU", "asset cache"):
         assert needle in out
+
+
+def test_building_the_cli_does_not_import_torch():
+    code = (
+        "import sys; from llamaforge_cli.main import build_app; build_app(); "
+        "assert 'torch' not in sys.modules, 'torch imported at start-up'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

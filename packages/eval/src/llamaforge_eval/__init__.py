@@ -1,13 +1,31 @@
 """Evaluate LLaMA-family models: MMLU, CMMLU, C-Eval, AGIEval, GAOKAO-Bench and GSM8K from local
-files in their official layouts, plus tokens per character and bits per character on text."""
+files in their official layouts, plus tokens per character and bits per character on text.
+
+The model-running names (``Runner``, ``load_model``, ``evaluate_*``) import torch and are
+loaded on first use, so ``llamaforge --help`` and the loaders stay light.
+"""
 
 from llamaforge_eval.errors import EvalError
-from llamaforge_eval.evaluate import evaluate_benchmark, evaluate_text
 from llamaforge_eval.loaders import Benchmark, Question, gsm8k_number, load_benchmark
 from llamaforge_eval.results import compare, read_results, write_results
-from llamaforge_eval.runner import Runner, load_model
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Runner": "llamaforge_eval.runner",
+    "load_model": "llamaforge_eval.runner",
+    "evaluate_benchmark": "llamaforge_eval.evaluate",
+    "evaluate_text": "llamaforge_eval.evaluate",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'llamaforge_eval' has no attribute {name!r}")
+
 
 __all__ = [
     "Benchmark",
