@@ -143,6 +143,7 @@ def test_long_documents_are_split_not_lost(asset, corpora, tmp_path):
     assert max(len(r["input_ids"]) for r in data) == 64
 
 
+@pytest.mark.slow
 def test_multiprocess_tokenisation_gives_the_same_rows(packed, corpora, tmp_path):
     out = tmp_path / "mp"
     pack(

@@ -176,6 +176,7 @@ def test_smollm2_matches_the_reference(fixtures, asset):
     # A 135M model is near chance on such questions: compare predictions, not accuracy.
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_same_predictions(fixtures, tiny_eval_model):
     from llamaforge_eval.parallel import evaluate_parallel
 

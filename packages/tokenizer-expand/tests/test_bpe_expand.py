@@ -90,6 +90,7 @@ def test_sentencepiece_dir_is_not_bpe(asset, tmp_path):
         expand_bpe(asset("llama2-tokenizer"), ["你好"], tmp_path / "o")
 
 
+@pytest.mark.slow
 def test_llama3_expansion_keeps_old_encodings(asset, heldout, tmp_path):
     from llamaforge_cli.assets import read_vocab_cases
     from llamaforge_tokenizer import LearnConfig, learn_pieces
