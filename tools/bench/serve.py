@@ -65,11 +65,11 @@ def concurrent(model_dir: Path, prompts: list[str], tokens: int) -> tuple[float,
     from conftest import Running
 
     server = Running(model_dir, max_batch=len(prompts), max_queue=4 * len(prompts))
-    ttft, counts = [], []
+    ttft: list[float] = []
 
     def client(p: str) -> None:
         sent = time.perf_counter()
-        first, n = None, 0
+        first = None
         body = {
             "model": "m",
             "messages": [{"role": "user", "content": p}],
@@ -87,7 +87,6 @@ def concurrent(model_dir: Path, prompts: list[str], tokens: int) -> tuple[float,
                 if delta.get("content") and first is None:
                     first = time.perf_counter() - sent
         ttft.append(first or 0.0)
-        counts.append(n)
 
     try:
         before = server.engine.stats["generated_tokens"]

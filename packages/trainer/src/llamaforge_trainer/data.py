@@ -60,9 +60,10 @@ def micro_batches(data, sampler, size: int, flat: bool) -> Iterator[dict]:
 
 
 def target_count(batch: dict) -> int:
-    """Positions with a target (what the loss is averaged over)."""
-    labels, pos = batch["labels"], batch["position_ids"]
-    return int(((labels[:, 1:] != -100) & (pos[:, 1:] != 0)).sum())
+    """Positions with a target (what the loss is averaged over) — the same rule as the loss."""
+    from llamaforge_trainer.packed import IGNORE, shift_labels
+
+    return int((shift_labels(batch["labels"], batch["position_ids"]) != IGNORE).sum())
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

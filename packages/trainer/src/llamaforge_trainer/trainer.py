@@ -202,7 +202,6 @@ class Trainer:
                 self._save(index, step, booster, model, optimizer, scheduler, sampler)
         if neftune:
             neftune.remove()
-        self._last = (booster, model)
 
     def _save(self, index, step, booster, model, optimizer, scheduler, sampler) -> None:
         states = [None] * self.dist.world_size
@@ -252,9 +251,9 @@ class Trainer:
                 weights if index == first else None,
             )
         if first >= len(stages) and weights is not None:  # everything was already done
+            # Load the finished run's weights into the module the export reads from.
             booster, model = boosting.boost(self.config, self.module, stages[-1])[:2]
             booster.load_model(model, str(weights / "model"))
-            self._last = (booster, model)
         dist.barrier()
         if self.dist.rank == 0:
             if self.config.export:
