@@ -3,20 +3,21 @@
 
 (a) Packed rows vs Colossal-LLaMA's padded rows, same documents, same model: effective
     (non-padding) tokens per second. Ours: best-fit-decreasing rows of several documents,
-    attention kept inside documents (flash-attn varlen on GPU when installed, else SDPA with a
-    block-diagonal mask), chunked loss. Theirs: rows padded to max_length with
+    attention kept inside documents (flash-attn varlen on GPU when installed, else SDPA run per
+    document), chunked loss. Theirs: rows padded to max_length with
     ``attention_mask = input_ids != pad`` and the plain loss — for pretraining their splicer's
     rows (95.8 % full in tools/bench/pack.py), for SFT one conversation per row. Runs on CPU
     here with a small LLaMA; with --gpu on the GPU with a bigger one.
 (b) --gpu only: a ~1.1B LLaMA (TinyLlama's shape) at sequence 4096 in bf16 through the real
     Trainer (benchmark mode, ddp plugin, HybridAdam): MFU, with the peak from the data sheet.
 
-    python tools/bench/train.py [--steps 4] [--gpu]
+    python tools/bench/train.py [--steps 6] [--gpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -56,15 +57,21 @@ def _ours_rows(docs, max_length):
     return [[docs[i] for i in b] for b in best_fit_decreasing(lengths, max_length)]
 
 
-def _time_steps(step_fn, batches, warmup: int = 1) -> tuple[float, int]:
-    for b in batches[:warmup]:
-        step_fn(b)
-    start, tokens = time.perf_counter(), 0
-    for b in batches[warmup:]:
-        tokens += step_fn(b)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, tokens
+def _time_interleaved(step_a, batches_a, step_b, batches_b) -> list[tuple[float, int]]:
+    """(seconds, tokens) of A and B, stepping them alternately so that drift in the machine's
+    speed hits both alike; the first batch of each is a warm-up."""
+    step_a(batches_a[0])
+    step_b(batches_b[0])
+    totals = [[0.0, 0], [0.0, 0]]
+    for a, b in zip(batches_a[1:], batches_b[1:], strict=False):
+        for k, (fn, batch) in enumerate(((step_a, a), (step_b, b))):
+            start = time.perf_counter()
+            tokens = fn(batch)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            totals[k][0] += time.perf_counter() - start
+            totals[k][1] += tokens
+    return [(t, n) for t, n in totals]
 
 
 def bench_packed_vs_padded(
@@ -78,16 +85,20 @@ def bench_packed_vs_padded(
     attention = choose_attention("auto")
     config = LlamaConfig(vocab_size=1024, max_position_embeddings=max_length, **model_kwargs)
     torch.manual_seed(0)
-    ours_model = LlamaForCausalLM(config).to(device, dtype)
+    ours_model = LlamaForCausalLM(copy.deepcopy(config)).to(device, dtype)
     ours_model.config._attn_implementation = attention
-    theirs_model = LlamaForCausalLM(config).to(device, dtype)
-    theirs_model.config._attn_implementation = "sdpa"
+    theirs_model = LlamaForCausalLM(copy.deepcopy(config)).to(device, dtype)
+    theirs_model.config._attn_implementation = "sdpa"  # each model owns its config
     wrapped = PackedCausalLM(ours_model, loss_chunk=2048)
-    n_tokens = (steps + 1) * batch * max_length
+    n_tokens = 8 * (steps + 1) * batch * max_length  # rows are drawn from a larger pool
     for kind in ("pretrain", "sft"):
         docs = _docs(kind, max_length, n_tokens)
+        # Shuffled as a training loader would: best-fit emits the rows of long documents first.
+        rng = np.random.default_rng(1)
         ours_rows = _ours_rows(docs, max_length)
         theirs_rows = _theirs_rows(kind, docs, max_length)
+        ours_rows = [ours_rows[i] for i in rng.permutation(len(ours_rows))]
+        theirs_rows = [theirs_rows[i] for i in rng.permutation(len(theirs_rows))]
 
         def ours_step(rows):
             data = [
@@ -120,8 +131,9 @@ def bench_packed_vs_padded(
         def batches(rows):
             return [rows[i : i + batch] for i in range(0, batch * (steps + 1), batch)]
 
-        t_ours, tok_ours = _time_steps(ours_step, batches(ours_rows))
-        t_theirs, tok_theirs = _time_steps(theirs_step, batches(theirs_rows))
+        (t_ours, tok_ours), (t_theirs, tok_theirs) = _time_interleaved(
+            ours_step, batches(ours_rows), theirs_step, batches(theirs_rows)
+        )
         fill_ours = tok_ours / (steps * batch * max_length)
         fill_theirs = tok_theirs / (steps * batch * max_length)
         print(
@@ -174,7 +186,7 @@ def bench_mfu_1b(steps: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="training benchmarks")
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--gpu", action="store_true", help="run the GPU benchmarks")
     args = parser.parse_args()
     if args.gpu:
@@ -205,8 +217,8 @@ def main() -> int:
             "num_attention_heads": 4,
             "num_key_value_heads": 2,
         },
-        1024,
-        4,
+        2048,
+        2,
         args.steps,
         "cpu",
         torch.float32,

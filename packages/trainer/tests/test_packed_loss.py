@@ -11,16 +11,22 @@ from llamaforge_datapack import collate_packed
 from llamaforge_trainer.packed import (
     PackedCausalLM,
     block_causal_mask,
+    choose_attention,
     chunked_cross_entropy,
+    document_spans,
     shift_labels,
 )
 
 
-@pytest.fixture(scope="module")
-def model(tiny_model):
+def _load(path, setting):
     return AutoModelForCausalLM.from_pretrained(
-        tiny_model, torch_dtype=torch.float32, attn_implementation="sdpa"
+        path, torch_dtype=torch.float32, attn_implementation=choose_attention(setting)
     ).eval()
+
+
+@pytest.fixture(scope="module", params=["sdpa", "docwise"])
+def model(tiny_model, request):
+    return _load(tiny_model, request.param)
 
 
 def _docs(vocab, lengths, seed=0):
@@ -46,6 +52,42 @@ def test_packed_row_loss_equals_documents_run_one_by_one(model):
             count += len(d) - 1
     assert int(packed_n) == count
     assert float(packed_sum) / count == pytest.approx(total / count, rel=1e-5)
+
+
+def test_docwise_and_masked_attention_give_the_same_loss_and_gradients(tiny_model):
+    docs = _docs(1000, [31, 4, 1, 60, 12], seed=2)
+    rows = [
+        {
+            "input_ids": torch.cat(docs).tolist(),
+            "labels": torch.cat(docs).tolist(),
+            "lengths": [len(d) for d in docs],
+        },
+        {
+            "input_ids": torch.cat(docs[:2]).tolist(),
+            "labels": torch.cat(docs[:2]).tolist(),
+            "lengths": [31, 4],
+        },
+    ]  # the second row is shorter: its padding forms a span of its own
+    batch = collate_packed(rows)
+    assert document_spans(batch["position_ids"])[1] == [(0, 31), (31, 4), (35, 73)]
+    results = []
+    for setting in ("sdpa", "docwise"):
+        lm = _load(tiny_model, setting).train()
+        loss, n = PackedCausalLM(lm)(batch["input_ids"], batch["labels"], batch["position_ids"])
+        (loss / n).backward()
+        results.append((float(loss), [p.grad.clone() for p in lm.parameters()]))
+    (masked, g_masked), (docwise, g_docwise) = results
+    assert docwise == pytest.approx(masked, rel=1e-5)
+    for a, b in zip(g_masked, g_docwise, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_docwise_model_without_spans_is_plain_sdpa(tiny_model):
+    ids = torch.randint(0, 1000, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a = _load(tiny_model, "sdpa")(ids).logits
+        b = _load(tiny_model, "docwise")(ids).logits
+    assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_packed_logits_match_separate_forward(model):

@@ -36,7 +36,7 @@ from llamaforge_trainer.errors import TrainError
 PLUGINS = ("ddp", "gemini", "gemini_auto", "zero2", "zero2_cpu", "3d")
 PRECISIONS = ("fp32", "bf16", "fp16")
 TRAINABLE = ("all", "embeddings", "lora")
-ATTENTION = ("auto", "flash", "sdpa", "eager")
+ATTENTION = ("auto", "flash", "docwise", "sdpa", "eager")
 NAN_POLICY = ("stop", "skip")
 
 

@@ -3,8 +3,13 @@
 * flash-attn installed (GPU): transformers' ``flash_attention_2`` with ``position_ids`` that
   restart at each document — it switches to the varlen kernel (``cu_seqlens`` from the
   restarts) by itself.
-* otherwise: PyTorch SDPA with an additive block-diagonal causal mask built from the document
-  lengths (``attention_mask`` of shape ``[batch, 1, L, L]``, 0 = attend, dtype min = masked).
+* otherwise (``auto``): ``sdpa_docwise`` — PyTorch SDPA run once per document with
+  ``is_causal=True`` (registered with transformers' ``AttentionInterface``). It costs the sum of
+  the squared document lengths instead of the square of the row, and uses SDPA's fused causal
+  kernel; the spans come from the same position-id restarts.
+* ``sdpa``: one SDPA call per layer with an additive block-diagonal causal mask built from the
+  document lengths (``attention_mask`` of shape ``[batch, 1, L, L]``, 0 = attend, dtype min =
+  masked) — the full square is computed and masked.
 
 The loss is a chunked cross-entropy over the hidden states: only positions with a label are
 projected to the vocabulary, a chunk at a time, each chunk recomputed in backward, so full fp32
@@ -22,6 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 IGNORE = -100
+DOCWISE = "sdpa_docwise"
 
 
 def flash_attn_available() -> bool:
@@ -32,7 +38,12 @@ def flash_attn_available() -> bool:
 def choose_attention(setting: str) -> str:
     """transformers' ``attn_implementation`` for a config value (auto / flash / sdpa / eager)."""
     if setting == "auto":
-        return "flash_attention_2" if flash_attn_available() else "sdpa"
+        if flash_attn_available():
+            return "flash_attention_2"
+        setting = "docwise"
+    if setting == "docwise":
+        register_docwise()
+        return DOCWISE
     if setting == "flash":
         if not flash_attn_available():
             from llamaforge_trainer.errors import TrainError
@@ -58,6 +69,68 @@ def block_causal_mask(position_ids: torch.Tensor, dtype: torch.dtype) -> torch.T
     mask = torch.zeros(allowed.shape, dtype=dtype, device=position_ids.device)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[:, None]
+
+
+def document_spans(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
+    """Per row, ``(start, length)`` of each run of ``position_ids`` that restarts at 0."""
+    spans = []
+    for row in (position_ids == 0).tolist():
+        starts = [i for i, first in enumerate(row) if first] or [0]
+        if starts[0] != 0:
+            starts.insert(0, 0)
+        ends = starts[1:] + [len(row)]
+        spans.append([(a, b - a) for a, b in zip(starts, ends, strict=True)])
+    return spans
+
+
+def docwise_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    document_spans: list[list[tuple[int, int]]] | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """transformers attention function: causal SDPA inside each document span.
+
+    ``query`` is ``[B, H, L, D]``, ``key`` / ``value`` ``[B, H_kv, L, D]``; returns
+    ``[B, L, H, D]``. Without ``document_spans`` (generation, evaluation) it is plain SDPA
+    with the mask transformers built.
+    """
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    if document_spans is None or query.shape[2] != key.shape[2]:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    groups = query.shape[1] // key.shape[1]
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    dropout = dropout if module.training else 0.0
+    rows = []
+    for b, spans in enumerate(document_spans):
+        parts = [
+            F.scaled_dot_product_attention(
+                query[b : b + 1, :, a : a + n],
+                key[b : b + 1, :, a : a + n],
+                value[b : b + 1, :, a : a + n],
+                dropout_p=dropout,
+                scale=scaling,
+                is_causal=True,
+            )
+            for a, n in spans
+        ]
+        rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
+    return torch.cat(rows).transpose(1, 2).contiguous(), None
+
+
+def register_docwise() -> None:
+    """Make ``attn_implementation="sdpa_docwise"`` known to transformers (idempotent)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(DOCWISE, docwise_attention)
 
 
 def shift_labels(labels: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
@@ -107,11 +180,18 @@ class PackedCausalLM(nn.Module):
 
     def forward(self, input_ids, labels, position_ids):
         lm = self.base()
-        mask = None
-        if lm.config._attn_implementation != "flash_attention_2":
+        mask, extra = None, {}
+        attention = lm.config._attn_implementation
+        if attention == DOCWISE:
+            extra["document_spans"] = document_spans(position_ids)
+        elif attention != "flash_attention_2":
             mask = block_causal_mask(position_ids, lm.get_input_embeddings().weight.dtype)
         hidden = lm.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            use_cache=False,
+            **extra,
         ).last_hidden_state
         target = shift_labels(labels, position_ids)
         loss = chunked_cross_entropy(
