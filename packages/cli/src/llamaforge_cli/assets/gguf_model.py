@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llamaforge_cli.assets.errors import AssetError
+from llamaforge_cli.assets.gguf_vocab import use_generic_fast_class
 
 END_OF_TURN = "<|im_end|>"
 EXPECTED_ROPE_THETA = 100000.0
@@ -47,3 +48,4 @@ def build_smollm2_dir(gguf_path: Path, out_dir: Path) -> None:
     # transformers copies the GGUF file's bytes as "tokenizer.model"; SmolLM2 is byte-level BPE
     # (tokenizer.json) and has no sentencepiece model, so that file would only mislead loaders.
     (out_dir / "tokenizer.model").unlink(missing_ok=True)
+    use_generic_fast_class(out_dir)

@@ -133,6 +133,21 @@ def build_llama_bpe_dir(gguf_path: Path, out_dir: Path) -> None:
     data["model"]["ignore_merges"] = True
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     (out_dir / "tokenizer.model").unlink(missing_ok=True)
+    use_generic_fast_class(out_dir)
+
+
+def use_generic_fast_class(out_dir: Path) -> None:
+    """Name ``PreTrainedTokenizerFast`` as the class of a byte-level BPE tokenizer dir.
+
+    transformers 4.51's GGUF converter writes ``LlamaTokenizer``; transformers 5 (vLLM's
+    environment) then rebuilds a sentencepiece-style pre-tokenizer and decoder for that class
+    and ignores ``tokenizer.json``'s own — other ids, and "Ġ" left in decoded text. The generic
+    class takes ``tokenizer.json`` as it is in both versions.
+    """
+    path = out_dir / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    _write_json(path, config)
 
 
 def read_vocab_cases(inp: Path, out: Path) -> list[tuple[str, list[int]]]:

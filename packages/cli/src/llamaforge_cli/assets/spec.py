@@ -81,7 +81,7 @@ ASSETS: dict[str, AssetSpec] = {
                 },
             ),
             builder="llamaforge_cli.assets.builders:build_llama3_tokenizer",
-            revision=2,
+            revision=3,
             needs=("gguf", "transformers"),
         ),
         AssetSpec(
@@ -95,7 +95,7 @@ ASSETS: dict[str, AssetSpec] = {
                 },
             ),
             builder="llamaforge_cli.assets.builders:build_smollm2",
-            revision=2,
+            revision=3,
             needs=("gguf", "torch", "transformers", "accelerate"),
         ),
         AssetSpec(
