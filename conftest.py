@@ -26,6 +26,11 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+    if importlib.util.find_spec("vllm") is None:
+        skip = pytest.mark.skip(reason="needs vLLM (run: python3 tools/bootstrap.py test-vllm)")
+        for item in items:
+            if "vllm" in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

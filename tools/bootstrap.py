@@ -3,6 +3,7 @@
 
     python3 tools/bootstrap.py demo      # = hatch run demo:run   (the main job)
     python3 tools/bootstrap.py test      # = hatch run test:all   (the whole test suite)
+    python3 tools/bootstrap.py test-vllm # = hatch run vllm:test  (vLLM backends, own venv)
     python3 tools/bootstrap.py lint      # = hatch run lint:check
     python3 tools/bootstrap.py hatch ... # any hatch command with the pinned hatch
 
@@ -21,7 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HATCH_VERSION = "1.18.2"
 TOOLS = ROOT / ".tools" / "hatch"
-JOBS = {"demo": "demo:run", "test": "test:all", "test-fast": "test:fast", "lint": "lint:check"}
+JOBS = {
+    "demo": "demo:run",
+    "test": "test:all",
+    "test-fast": "test:fast",
+    "test-vllm": "vllm:test",
+    "lint": "lint:check",
+}
 
 
 def _hatch() -> Path:

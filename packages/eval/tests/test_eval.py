@@ -194,3 +194,63 @@ def test_two_processes_give_the_same_predictions(fixtures, tiny_eval_model):
         assert multi[name]["accuracy"] == single[name]["accuracy"]
         for subj, res in single[name]["subjects"].items():
             assert multi[name]["subjects"][subj]["predictions"] == res["predictions"]
+
+
+@pytest.fixture(scope="module")
+def vllm_runner(asset):
+    from llamaforge_eval.vllm_runner import VllmRunner
+
+    return VllmRunner(asset("smollm2-135m"), max_length=2048, enforce_eager=True)
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("metric", ["first-token", "loglik"])
+@pytest.mark.parametrize("kind", ["mmlu", "cmmlu"])
+def test_vllm_backend_matches_the_reference(kind, metric, fixtures, asset, vllm_runner):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = asset("smollm2-135m")
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    bench = load_benchmark(kind, fixtures / kind)
+    result = evaluate_benchmark(vllm_runner, bench, n_shots=2, metric=metric)
+    reference = _reference_predictions(model, tok, bench, 2, metric)
+    for name, subject in result["subjects"].items():
+        assert subject["predictions"] == reference[name], (kind, name)
+
+
+@pytest.mark.vllm
+def test_vllm_backend_generation_and_bits_per_character(fixtures, asset, vllm_runner, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = asset("smollm2-135m")
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    prompt = "Question: What is 2 + 3?\nAnswer:"
+    ids = torch.tensor([tok(prompt, add_special_tokens=False).input_ids])
+    plain = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=12,
+        do_sample=False,
+        pad_token_id=tok.eos_token_id,
+    )
+    expected = tok.decode(plain[0, ids.shape[1] :], skip_special_tokens=True).split("\n")[0]
+    assert vllm_runner.generate([prompt], 12, stop=["\n"]) == [expected]
+    assert (
+        evaluate_benchmark(vllm_runner, load_benchmark("gsm8k", fixtures / "gsm8k"), n_shots=2)[
+            "questions"
+        ]
+        == 3
+    )
+    docs = ["中华人民共和国成立了。", "The quick brown fox jumps over the lazy dog."]
+    (tmp_path / "t.txt").write_text("\n".join(docs), encoding="utf-8")
+    got = evaluate_text(vllm_runner, {"mixed": [tmp_path / "t.txt"]})["mixed"]
+    nll = 0.0
+    for d in docs:
+        ids = torch.tensor([tok(d, add_special_tokens=False).input_ids])
+        with torch.no_grad():
+            logits = model(ids).logits[0, :-1]
+        nll += float(F.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+    chars = sum(len(d) for d in docs)
+    assert got["bits_per_char"] == pytest.approx(nll / math.log(2) / chars, rel=1e-3)

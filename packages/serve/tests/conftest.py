@@ -45,11 +45,28 @@ class Running:
         self.engine.close()
 
 
-@pytest.fixture(scope="module")
-def tiny_server(asset, tiny_llama, tmp_path_factory):
-    model = tiny_llama(
-        tmp_path_factory.mktemp("serve") / "tiny", asset("smollm2-135m"), positions=2048
+@pytest.fixture(
+    scope="module", params=["transformers", pytest.param("vllm", marks=pytest.mark.vllm)]
+)
+def server(request, asset, tiny_llama, tmp_path_factory):
+    """The server on each backend: a tiny LLaMA on transformers; the real SmolLM2 on vLLM
+    (whose CPU attention kernels want a real head size)."""
+    if request.param == "vllm":
+        model = asset("smollm2-135m")
+    else:
+        model = tiny_llama(
+            tmp_path_factory.mktemp("serve") / "tiny", asset("smollm2-135m"), positions=4096
+        )
+    extra = {"engine_args": {"enforce_eager": True}} if request.param == "vllm" else {}
+    running = Running(
+        model,
+        backend=request.param,
+        **extra,
+        api_keys=["secret"],
+        max_batch=4,
+        max_queue=6,
+        max_model_len=2048,
     )
-    running = Running(model, api_keys=["secret"], max_batch=4, max_queue=6)
+    running.name, running.model_dir = model.name, model
     yield running
     running.stop()

@@ -8,11 +8,12 @@ import time
 import httpx
 import openai
 import pytest
+import torch
 
 
-def test_models_and_completion(tiny_server):
-    client = tiny_server.client()
-    assert [m.id for m in client.models.list().data] == ["tiny"]
+def test_models_and_completion(server):
+    client = server.client()
+    assert [m.id for m in client.models.list().data] == [server.name]
     out = client.completions.create(model="tiny", prompt="Hello", max_tokens=8, temperature=0)
     assert out.object == "text_completion" and out.choices[0].finish_reason in ("length", "stop")
     assert out.usage.completion_tokens <= 8 and out.usage.prompt_tokens > 0
@@ -20,8 +21,33 @@ def test_models_and_completion(tiny_server):
     assert again.choices[0].text == out.choices[0].text
 
 
-def test_chat_and_streaming_agree(tiny_server):
-    client = tiny_server.client()
+def test_greedy_chat_equals_plain_generate(server):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(server.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(server.model_dir, torch_dtype=torch.float32)
+    client = server.client()
+    for question in ("What is the capital of France?", "Name three colours."):
+        messages = [{"role": "user", "content": question}]
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = torch.tensor([tok(text, add_special_tokens=False).input_ids])
+        plain = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=16,
+            do_sample=False,
+            eos_token_id=server.engine.eos_list(),
+            pad_token_id=tok.pad_token_id or 0,
+        )
+        expected = tok.decode(plain[0, ids.shape[1] :], skip_special_tokens=True)
+        got = client.chat.completions.create(
+            model="m", messages=messages, max_tokens=16, temperature=0
+        )
+        assert got.choices[0].message.content == expected, question
+
+
+def test_chat_and_streaming_agree(server):
+    client = server.client()
     messages = [{"role": "user", "content": "你好，介绍一下北京。"}]
     whole = client.chat.completions.create(
         model="tiny", messages=messages, max_tokens=12, temperature=0
@@ -35,8 +61,8 @@ def test_chat_and_streaming_agree(tiny_server):
     assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
 
 
-def test_seeded_sampling_is_deterministic_and_n(tiny_server):
-    client = tiny_server.client()
+def test_seeded_sampling_is_deterministic_and_n(server):
+    client = server.client()
     kw = {
         "model": "tiny",
         "prompt": "Once",
@@ -52,8 +78,8 @@ def test_seeded_sampling_is_deterministic_and_n(tiny_server):
     assert len(many.choices) == 3 and many.choices[0].text == a
 
 
-def test_stop_sequences(tiny_server):
-    client = tiny_server.client()
+def test_stop_sequences(server):
+    client = server.client()
     free = client.completions.create(model="tiny", prompt="A", max_tokens=20, temperature=0)
     text = free.choices[0].text
     if len(text) < 4:
@@ -66,27 +92,27 @@ def test_stop_sequences(tiny_server):
     assert cut.choices[0].finish_reason == "stop"
 
 
-def test_wrong_key_oversized_prompt_and_body(tiny_server):
+def test_wrong_key_oversized_prompt_and_body(server):
     with pytest.raises(openai.AuthenticationError):
-        tiny_server.client("wrong").completions.create(model="tiny", prompt="x", max_tokens=2)
+        server.client("wrong").completions.create(model="tiny", prompt="x", max_tokens=2)
     with pytest.raises(openai.BadRequestError) as err:
-        tiny_server.client().completions.create(model="tiny", prompt="word " * 2100, max_tokens=2)
+        server.client().completions.create(model="tiny", prompt="word " * 2100, max_tokens=2)
     assert "maximum context length is 2048" in str(err.value)
     big = httpx.post(
-        f"{tiny_server.base}/v1/completions",
+        f"{server.base}/v1/completions",
         content=b"x" * (2 << 20),
         headers={"Authorization": "Bearer secret"},
     )
     assert big.status_code == 413 and "error" in big.json()
 
 
-def test_overload_answers_429_with_retry_after(tiny_server):
+def test_overload_answers_429_with_retry_after(server):
     results = []
 
     def call():
         try:
             r = httpx.post(
-                f"{tiny_server.base}/v1/completions",
+                f"{server.base}/v1/completions",
                 timeout=60,
                 headers={"Authorization": "Bearer secret"},
                 json={"model": "tiny", "prompt": "x", "max_tokens": 60, "temperature": 0},
@@ -105,12 +131,12 @@ def test_overload_answers_429_with_retry_after(tiny_server):
     assert all(r == "1" for c, r in results if c == 429)
 
 
-def test_disconnect_cancels_generation(tiny_server):
-    engine = tiny_server.engine
+def test_disconnect_cancels_generation(server):
+    engine = server.engine
     before = engine.stats["cancelled"]
     with httpx.stream(
         "POST",
-        f"{tiny_server.base}/v1/completions",
+        f"{server.base}/v1/completions",
         headers={"Authorization": "Bearer secret"},
         timeout=60,
         json={"model": "tiny", "prompt": "x", "max_tokens": 2000, "temperature": 0, "stream": True},
@@ -121,6 +147,6 @@ def test_disconnect_cancels_generation(tiny_server):
     while engine.stats["cancelled"] == before and time.time() < deadline:
         time.sleep(0.05)
     assert engine.stats["cancelled"] > before
-    metrics = httpx.get(f"{tiny_server.base}/metrics").text
+    metrics = httpx.get(f"{server.base}/metrics").text
     assert "llamaforge_cancelled_sequences" in metrics and "llamaforge_queue_depth" in metrics
-    assert httpx.get(f"{tiny_server.base}/health").json()["status"] == "ok"
+    assert httpx.get(f"{server.base}/health").json()["status"] == "ok"

@@ -52,6 +52,9 @@ def run(
     max_docs: Annotated[
         int | None, typer.Option(help="Score only the first N documents of each --text label.")
     ] = None,
+    backend: Annotated[
+        str, typer.Option(help="transformers (default) or vllm (needs vLLM; see README).")
+    ] = "transformers",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Results JSON.")] = None,
 ) -> None:
     """Evaluate MODEL on benchmarks and held-out text."""
@@ -66,10 +69,19 @@ def run(
     texts = _pairs(text, "text")
     if not benches and not texts:
         raise EvalError("nothing to evaluate: give --bench KIND=DIR and/or --text LABEL=FILE")
+    if backend not in ("transformers", "vllm"):
+        raise EvalError(f"backend {backend!r} is not one of transformers, vllm")
+    if backend == "vllm" and nproc > 1:
+        raise EvalError("--nproc is for the transformers backend; vLLM batches by itself")
     loaded = [load_benchmark(kind, dirs[0], subjects=subjects) for kind, dirs in benches.items()]
     console = _console(ctx)
-    model_obj, tok = load_model(model)
-    runner = Runner(model_obj, tok, batch_size=batch_size)
+    if backend == "vllm":
+        from llamaforge_eval.vllm_runner import VllmRunner
+
+        runner = VllmRunner(model)
+    else:
+        model_obj, tok = load_model(model)
+        runner = Runner(model_obj, tok, batch_size=batch_size)
     results: dict = {"model": str(model), "benchmarks": {}, "text": {}}
     start = time.perf_counter()
     with console.status("evaluating") as status:

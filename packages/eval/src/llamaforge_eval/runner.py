@@ -48,13 +48,15 @@ def load_model(model_dir: str | Path, *, dtype: torch.dtype = torch.float32, dev
     return model, tok
 
 
-class Runner:
-    """Scores prompts with one model; ``batch_size`` questions per forward pass."""
+class PromptRunner:
+    """Tokenisation and choice scoring shared by every backend.
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 8, max_length: int | None = None):
-        self.model, self.tok, self.batch_size = model, tokenizer, batch_size
-        self.max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
-        self.device = next(model.parameters()).device
+    A backend provides ``max_length``, ``tok``, ``_next_token_scores``, ``generate`` and
+    ``text_nll``; prompts are tokenised here, the same way for all of them.
+    """
+
+    tok = None
+    max_length: int = 2048
 
     def encode(self, text: str, *, bos: bool = True) -> list[int]:
         ids = self.tok(text, add_special_tokens=False).input_ids
@@ -65,6 +67,35 @@ class Runner:
     def _adds_bos(self) -> bool:
         probe = self.tok("a").input_ids
         return bool(probe) and probe[0] == self.tok.bos_token_id
+
+    def choice_scores(
+        self, prefix: str, questions: list[str], continuations: list[str]
+    ) -> list[ChoiceScores]:
+        """Scores of each continuation after ``prefix + question``, for every question."""
+        cont_ids = [self._continuation_ids(prefix + questions[0], c) for c in continuations]
+        if any(len(c) != 1 for c in cont_ids):
+            raise EvalError("multi-token answer continuations are not supported yet")
+        full = [self.encode(prefix + q) for q in questions]
+        return self._next_token_scores(full, [c[0] for c in cont_ids])
+
+    def _next_token_scores(self, prompts: list[list[int]], tokens: list[int]) -> list[ChoiceScores]:
+        raise NotImplementedError
+
+    def _continuation_ids(self, context: str, cont: str) -> list[int]:
+        ctx = self.encode(context)
+        both = self.encode(context + cont)
+        if both[: len(ctx)] == ctx:
+            return both[len(ctx) :]
+        return self.tok(cont, add_special_tokens=False).input_ids
+
+
+class Runner(PromptRunner):
+    """Scores prompts with a transformers model; ``batch_size`` questions per forward pass."""
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 8, max_length: int | None = None):
+        self.model, self.tok, self.batch_size = model, tokenizer, batch_size
+        self.max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
+        self.device = next(model.parameters()).device
 
     @torch.no_grad()
     def prefix_cache(self, prefix_ids: list[int]):
@@ -112,35 +143,19 @@ class Runner:
             rows.append(out.logits[torch.arange(len(part)), last].float().cpu())
         return torch.cat(rows)
 
-    def choice_scores(
-        self, prefix: str, questions: list[str], continuations: list[str]
-    ) -> list[ChoiceScores]:
-        """Scores of each continuation after ``prefix + question``, for every question."""
-        cont_ids = [self._continuation_ids(prefix + questions[0], c) for c in continuations]
-        full = [self.encode(prefix + q) for q in questions]
+    def _next_token_scores(self, prompts: list[list[int]], tokens: list[int]) -> list[ChoiceScores]:
         # Cache exactly the tokens every prompt shares. Encoding the prefix alone would not do:
         # a tokenizer may merge across its end (e.g. "\n\n" + "What" -> "\n", "\nWhat").
-        common = min(len(ids) for ids in full) - 1
-        for ids in full[1:]:
-            common = next((k for k in range(common) if ids[k] != full[0][k]), common)
-        prefix_ids = full[0][:common]
-        suffixes = [ids[common:] for ids in full]
-        if any(len(c) != 1 for c in cont_ids):
-            raise EvalError("multi-token answer continuations are not supported yet")
-        firsts = [c[0] for c in cont_ids]
-        logits = self.last_logits(prefix_ids, suffixes)
+        common = min(len(ids) for ids in prompts) - 1
+        for ids in prompts[1:]:
+            common = next((k for k in range(common) if ids[k] != prompts[0][k]), common)
+        suffixes = [ids[common:] for ids in prompts]
+        logits = self.last_logits(prompts[0][:common], suffixes)
         logp = F.log_softmax(logits, dim=-1)
         return [
-            ChoiceScores([float(logits[i, t]) for t in firsts], [float(logp[i, t]) for t in firsts])
-            for i in range(len(questions))
+            ChoiceScores([float(logits[i, t]) for t in tokens], [float(logp[i, t]) for t in tokens])
+            for i in range(len(prompts))
         ]
-
-    def _continuation_ids(self, context: str, cont: str) -> list[int]:
-        ctx = self.encode(context)
-        both = self.encode(context + cont)
-        if both[: len(ctx)] == ctx:
-            return both[len(ctx) :]
-        return self.tok(cont, add_special_tokens=False).input_ids
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int, stop: list[str]) -> list[str]:

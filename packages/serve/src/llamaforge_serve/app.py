@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from llamaforge_serve.engine import Engine, Sampling, Sequence
+from llamaforge_serve.engine import Sampling, Sequence, StreamingEngine
 
 
 @dataclass(kw_only=True)
@@ -43,7 +43,7 @@ def _error(
 
 
 class _Metrics:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: StreamingEngine):
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -73,7 +73,7 @@ class _Metrics:
         )
 
 
-def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
+def create_app(engine: StreamingEngine, config: ServeConfig) -> FastAPI:
     app = FastAPI(title="llamaforge serve")
     metrics = _Metrics(engine)
     tok = engine.tok
@@ -293,9 +293,12 @@ def create_app(engine: Engine, config: ServeConfig) -> FastAPI:
         if not isinstance(messages, list) or not messages:
             return _error(400, "'messages' must be a non-empty list", "invalid_request_error")
         try:
-            ids = tok.apply_chat_template(messages, add_generation_prompt=True)
+            # Text first, then ids: transformers 5 (vLLM's environment) returns a dict when
+            # the template tokenizes; the template itself writes any BOS.
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         except Exception as exc:  # noqa: BLE001 - jinja / template errors
             return _error(400, f"cannot apply the chat template: {exc}", "invalid_request_error")
+        ids = tok(text, add_special_tokens=False).input_ids
         return await _run(request, body, list(ids), "chat")
 
     return app

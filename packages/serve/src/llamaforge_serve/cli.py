@@ -25,6 +25,15 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="Sequences decoded together.")] = 16,
     max_queue: Annotated[int, typer.Option(help="Waiting + running before 429.")] = 64,
     trust_remote_code: Annotated[bool, typer.Option(help="Run the model dir's code.")] = False,
+    backend: Annotated[
+        str, typer.Option(help="transformers (default) or vllm (needs vLLM; see README).")
+    ] = "transformers",
+    dtype: Annotated[
+        str, typer.Option(help="Weights dtype: float32, bfloat16, float16 (vllm: also auto).")
+    ] = "float32",
+    max_model_len: Annotated[
+        int | None, typer.Option(help="Cap on prompt + generation tokens (default: the model's).")
+    ] = None,
 ) -> None:
     """Serve MODEL_DIR with /v1/completions, /v1/chat/completions, /v1/models, /metrics."""
     import uvicorn
@@ -36,6 +45,9 @@ def serve(
     ]
     application, engine = build(
         model_dir,
+        backend=backend,
+        dtype=dtype,
+        max_model_len=max_model_len,
         trust_remote_code=trust_remote_code,
         max_batch=max_batch,
         max_queue=max_queue,

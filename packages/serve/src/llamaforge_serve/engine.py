@@ -1,10 +1,14 @@
-"""Continuous batching on a transformers model: requests join and leave between decode steps.
+"""Continuous batching: requests join and leave between decode steps.
 
-One background thread owns the model. A new request is prefilled on its own, then its KV cache
-is merged into the running batch (caches are left-padded to a common length, with an attention
-mask that hides the padding); every decode step is one forward pass for all active sequences.
-A finished or cancelled sequence leaves the batch before the next step. Tokens are handed to
-each request's callback as they are produced (streaming).
+``StreamingEngine`` holds what every backend shares (the bounded queue, the engine thread, and
+turning tokens into streamed text with stop strings); ``Engine`` is the transformers backend,
+``llamaforge_serve.vllm_engine.VllmEngine`` the vLLM one.
+
+In ``Engine`` one background thread owns the model. New requests are prefilled together, then
+their KV cache is merged into the running batch (caches are left-padded to a common length,
+with an attention mask that hides the padding); every decode step is one forward pass for all
+active sequences. A finished or cancelled sequence leaves the batch before the next step.
+Tokens are handed to each request's callback as they are produced (streaming).
 """
 
 from __future__ import annotations
@@ -48,27 +52,27 @@ class Sequence:
     first_token_at: float | None = None
 
 
-class Engine:
-    """Owns the model; ``submit`` from any thread, results through each sequence's ``emit``."""
+class StreamingEngine:
+    """What every backend shares: the queue, the engine thread, and turning tokens into text.
+
+    ``submit`` from any thread; a subclass's ``_step`` admits waiting sequences and advances
+    the running ones, handing each new token to ``_accept``, which decides what text is
+    certain, applies stop strings, EOS and ``max_tokens``, and calls the sequence's ``emit``.
+    """
 
     def __init__(
         self,
-        model,
         tokenizer,
         *,
         max_batch: int = 16,
         max_queue: int = 64,
         eos_ids: list[int] | None = None,
     ):
-        self.model, self.tok = model, tokenizer
+        self.tok = tokenizer
         self.max_batch, self.max_queue = max_batch, max_queue
         self.eos = set(eos_ids or [tokenizer.eos_token_id])
         self.pending: queue.Queue[Sequence] = queue.Queue()
         self.active: list[Sequence] = []
-        self.cache = None  # DynamicCache for the active batch, left-padded
-        self.mask: torch.Tensor | None = None  # [B, L] 1 = real token
-        self.positions: torch.Tensor | None = None  # next position per row
-        self.last: torch.Tensor | None = None  # last token per row [B, 1]
         self.stats = {
             "generated_tokens": 0,
             "cancelled": 0,
@@ -78,6 +82,8 @@ class Engine:
         }
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="llamaforge-engine", daemon=True)
+
+    def start(self) -> None:
         self._thread.start()
 
     # -- API ------------------------------------------------------------------------------------
@@ -89,10 +95,12 @@ class Engine:
         """Queue ``seq``; False when the engine is full (the caller answers 429)."""
         if self.load() >= self.max_queue:
             return False
-        if seq.sampling.seed is not None:
-            seq.generator = torch.Generator().manual_seed(seq.sampling.seed)
         self.pending.put(seq)
         return True
+
+    def eos_list(self) -> list[int]:
+        """The token ids that end a generation."""
+        return sorted(self.eos)
 
     def close(self) -> None:
         self._stop.set()
@@ -102,24 +110,25 @@ class Engine:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self._admit()
-                self._drop_finished()
-                if not self.active:
+                if not self._step():
                     time.sleep(0.002)
-                    continue
-                self._decode_step()
             except Exception:  # noqa: BLE001 - a bug must not kill the server thread silently
                 log.exception("engine step failed; failing the active requests")
                 for seq in self.active:
                     seq.finished = True
                     seq.emit("", "error", 0)
-                self.active, self.cache = [], None
+                self.active = []
+                self._reset()
 
-    @torch.no_grad()
-    def _admit(self) -> None:
-        """Prefill every waiting request that fits, in one left-padded forward pass."""
-        from transformers import DynamicCache
+    def _step(self) -> bool:
+        """Admit and advance; False when there was nothing to do."""
+        raise NotImplementedError
 
+    def _reset(self) -> None:
+        """Forget backend state after a failed step."""
+
+    def _take_pending(self) -> list[Sequence]:
+        """Waiting sequences that fit in the batch; cancelled ones are counted and dropped."""
         batch: list[Sequence] = []
         while len(self.active) + len(batch) < self.max_batch:
             try:
@@ -130,8 +139,96 @@ class Engine:
                 self.stats["cancelled"] += 1
                 continue
             batch.append(seq)
+        return batch
+
+    def _retire(self) -> list[int]:
+        """Count finished / cancelled sequences; the indices of the ones that go on."""
+        keep = [i for i, s in enumerate(self.active) if not (s.finished or s.cancelled)]
+        for s in self.active:
+            if s.cancelled and not s.finished:
+                self.stats["cancelled"] += 1
+            elif s.finished:
+                self.stats["finished"] += 1
+        return keep
+
+    def _accept(self, seq: Sequence, token: int) -> None:
+        """Record ``token`` and emit the text that is now certain.
+
+        Text that could be the start of a stop string, or half of a character, is held back
+        until the next token decides.
+        """
+        if seq.first_token_at is None:
+            seq.first_token_at = time.perf_counter()
+        if token in self.eos:
+            seq.finished = True
+            seq.emit(seq.text[seq.emitted :], "stop", 0)
+            return
+        seq.generated.append(token)
+        self.stats["generated_tokens"] += 1
+        seq.text = self.tok.decode(seq.generated, skip_special_tokens=True)
+        stops = [st for st in seq.sampling.stop if st]
+        hits = [seq.text.find(st) for st in stops if st in seq.text]
+        if hits:
+            seq.finished = True
+            seq.emit(seq.text[seq.emitted : min(hits)], "stop", 1)
+            return
+        if len(seq.generated) >= seq.sampling.max_tokens:
+            seq.finished = True
+            seq.emit(seq.text[seq.emitted :].rstrip("\ufffd"), "length", 1)
+            return
+        safe = len(seq.text.rstrip("\ufffd"))
+        for st in stops:
+            for k in range(min(len(st) - 1, safe), 0, -1):
+                if seq.text[:safe].endswith(st[:k]):
+                    safe = min(safe, len(seq.text) - k)
+                    break
+        safe = max(safe, seq.emitted)
+        seq.emit(seq.text[seq.emitted : safe], None, 1)
+        seq.emitted = safe
+
+
+class Engine(StreamingEngine):
+    """Continuous batching on a transformers model (CPU or GPU)."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        max_batch: int = 16,
+        max_queue: int = 64,
+        eos_ids: list[int] | None = None,
+    ):
+        super().__init__(tokenizer, max_batch=max_batch, max_queue=max_queue, eos_ids=eos_ids)
+        self.model = model
+        self.cache = None  # DynamicCache for the active batch, left-padded
+        self.mask: torch.Tensor | None = None  # [B, L] 1 = real token
+        self.positions: torch.Tensor | None = None  # next position per row
+        self.last: torch.Tensor | None = None  # last token per row [B, 1]
+        self.start()
+
+    def _step(self) -> bool:
+        self._admit()
+        self._drop_finished()
+        if not self.active:
+            return False
+        self._decode_step()
+        return True
+
+    def _reset(self) -> None:
+        self.cache = None
+
+    @torch.no_grad()
+    def _admit(self) -> None:
+        """Prefill every waiting request that fits, in one left-padded forward pass."""
+        from transformers import DynamicCache
+
+        batch = self._take_pending()
         if not batch:
             return
+        for seq in batch:
+            if seq.sampling.seed is not None and seq.generator is None:
+                seq.generator = torch.Generator().manual_seed(seq.sampling.seed)
         width = max(len(s.prompt_ids) for s in batch)
         ids = torch.zeros(len(batch), width, dtype=torch.long)
         mask = torch.zeros(len(batch), width, dtype=torch.long)
@@ -151,7 +248,7 @@ class Engine:
         self._merge(batch, out.past_key_values, mask, lengths, tokens)
         first = len(self.active) - len(batch)
         for k in range(len(batch)):
-            self._accept(first + k, tokens[k])
+            self._accept(self.active[first + k], tokens[k])
 
     def _merge(
         self,
@@ -208,52 +305,11 @@ class Engine:
         self.stats["batch_tokens"] += batch
         tokens = [self._sample(out.logits[i, -1], seq) for i, seq in enumerate(self.active)]
         self.last = torch.tensor(tokens)[:, None]
-        for i, token in enumerate(tokens):
-            self._accept(i, token)
-
-    def _accept(self, row: int, token: int) -> None:
-        """Record ``token`` and emit the text that is now certain.
-
-        Text that could be the start of a stop string, or half of a character, is held back
-        until the next token decides.
-        """
-        seq = self.active[row]
-        if seq.first_token_at is None:
-            seq.first_token_at = time.perf_counter()
-        if token in self.eos:
-            seq.finished = True
-            seq.emit(seq.text[seq.emitted :], "stop", 0)
-            return
-        seq.generated.append(token)
-        self.stats["generated_tokens"] += 1
-        seq.text = self.tok.decode(seq.generated, skip_special_tokens=True)
-        stops = [st for st in seq.sampling.stop if st]
-        hits = [seq.text.find(st) for st in stops if st in seq.text]
-        if hits:
-            seq.finished = True
-            seq.emit(seq.text[seq.emitted : min(hits)], "stop", 1)
-            return
-        if len(seq.generated) >= seq.sampling.max_tokens:
-            seq.finished = True
-            seq.emit(seq.text[seq.emitted :].rstrip("\ufffd"), "length", 1)
-            return
-        safe = len(seq.text.rstrip("\ufffd"))
-        for st in stops:
-            for k in range(min(len(st) - 1, safe), 0, -1):
-                if seq.text[:safe].endswith(st[:k]):
-                    safe = min(safe, len(seq.text) - k)
-                    break
-        safe = max(safe, seq.emitted)
-        seq.emit(seq.text[seq.emitted : safe], None, 1)
-        seq.emitted = safe
+        for seq, token in zip(self.active, tokens, strict=True):
+            self._accept(seq, token)
 
     def _drop_finished(self) -> None:
-        keep = [i for i, s in enumerate(self.active) if not (s.finished or s.cancelled)]
-        for s in self.active:
-            if s.cancelled and not s.finished:
-                self.stats["cancelled"] += 1
-            elif s.finished:
-                self.stats["finished"] += 1
+        keep = self._retire()
         if len(keep) == len(self.active):
             return
         if not keep:
