@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Benchmark: 16 concurrent clients on `llamaforge serve` vs the same requests one at a time.
 
-Model: SmolLM2-135M (the workspace asset), CPU, fp32, greedy, 48 new tokens per request, 16
-different chat prompts. Baseline: plain ``model.generate`` on each prompt in turn, in this
-process. Ours: the real server on localhost (uvicorn in a thread of this process), 16 client
-threads streaming at once. Prints output tokens/s of both and the ratio (target ≥ 4×), and p50 /
-p95 time to first token of the concurrent run.
+Model: SmolLM2-135M (the workspace asset), CPU, greedy, 48 new tokens per request, 16
+different chat prompts, the same dtype on both sides (``--dtype``; float32 by default, bfloat16
+uses the CPU's bf16 matrix units where it has them). Baseline: plain ``model.generate`` on each
+prompt in turn, in this process. Ours: ``llamaforge serve`` in its own process on localhost, 16
+client threads streaming at once. Prints output tokens/s of both and the ratio (target ≥ 4×),
+and p50 / p95 time to first token of the concurrent run.
 
     python tools/bench/serve.py [--clients 16] [--tokens 48]
+    .venv-vllm/bin/python tools/bench/serve.py --backend vllm     # the vLLM backend
 """
 
 from __future__ import annotations
@@ -40,17 +42,19 @@ QUESTIONS = [
 ]
 
 
-def baseline(model_dir: Path, prompts: list[str], tokens: int) -> tuple[float, int]:
+def baseline(model_dir: Path, prompts: list[str], tokens: int, dtype: str) -> tuple[float, int]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=getattr(torch, dtype))
+    model.eval()
     start, produced = time.perf_counter(), 0
     for p in prompts:
-        ids = tok.apply_chat_template(
-            [{"role": "user", "content": p}], add_generation_prompt=True, return_tensors="pt"
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False
         )
+        ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
         out = model.generate(
             ids, max_new_tokens=tokens, do_sample=False, pad_token_id=tok.eos_token_id
         )
@@ -58,13 +62,44 @@ def baseline(model_dir: Path, prompts: list[str], tokens: int) -> tuple[float, i
     return time.perf_counter() - start, produced
 
 
-def concurrent(model_dir: Path, prompts: list[str], tokens: int) -> tuple[float, int, list]:
+def _metric(base: str, name: str) -> float:
     import httpx
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "packages/serve/tests"))
-    from conftest import Running
+    for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise RuntimeError(f"{name} missing from /metrics")
 
-    server = Running(model_dir, max_batch=len(prompts), max_queue=4 * len(prompts))
+
+def concurrent(
+    model_dir: Path, prompts: list[str], tokens: int, backend: str, dtype: str
+) -> tuple[float, int, list]:
+    """The real server in its own process (as in production: clients do not share its GIL)."""
+    import socket
+    import subprocess
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    cmd = [
+        str(Path(sys.executable).parent / "llamaforge"),
+        "serve",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--backend",
+        backend,
+        "--dtype",
+        dtype,
+        "--max-batch",
+        str(len(prompts)),
+        "--max-queue",
+        str(4 * len(prompts)),
+    ]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ttft: list[float] = []
 
     def client(p: str) -> None:
@@ -77,9 +112,7 @@ def concurrent(model_dir: Path, prompts: list[str], tokens: int) -> tuple[float,
             "temperature": 0,
             "stream": True,
         }
-        with httpx.stream(
-            "POST", f"{server.base}/v1/chat/completions", json=body, timeout=600
-        ) as r:
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=600) as r:
             for line in r.iter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
@@ -89,7 +122,18 @@ def concurrent(model_dir: Path, prompts: list[str], tokens: int) -> tuple[float,
         ttft.append(first or 0.0)
 
     try:
-        before = server.engine.stats["generated_tokens"]
+        deadline = time.time() + 600
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"server did not start: {' '.join(cmd)}")
+            time.sleep(0.5)
+        client(prompts[0])  # warm-up
+        before = _metric(base, "llamaforge_generated_tokens")
         threads = [threading.Thread(target=client, args=(p,)) for p in prompts]
         start = time.perf_counter()
         for t in threads:
@@ -97,9 +141,10 @@ def concurrent(model_dir: Path, prompts: list[str], tokens: int) -> tuple[float,
         for t in threads:
             t.join()
         seconds = time.perf_counter() - start
-        produced = server.engine.stats["generated_tokens"] - before
+        produced = int(_metric(base, "llamaforge_generated_tokens") - before)
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(timeout=30)
     return seconds, produced, ttft
 
 
@@ -107,6 +152,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="serving benchmark (CPU)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--backend", default="transformers", help="transformers or vllm")
+    parser.add_argument("--dtype", default="float32", help="float32 or bfloat16 (both sides)")
     parser.add_argument("--gpu", action="store_true", help="(CPU benchmark: nothing to do)")
     args = parser.parse_args()
     if args.gpu:
@@ -116,13 +163,16 @@ def main() -> int:
 
     model = ensure_asset("smollm2-135m")
     prompts = (QUESTIONS * (args.clients // len(QUESTIONS) + 1))[: args.clients]
-    t_base, n_base = baseline(model, prompts, args.tokens)
-    t_ours, n_ours, ttft = concurrent(model, prompts, args.tokens)
+    t_base, n_base = baseline(model, prompts, args.tokens, args.dtype)
+    t_ours, n_ours, ttft = concurrent(model, prompts, args.tokens, args.backend, args.dtype)
     ttft.sort()
-    print(f"{args.clients} requests, up to {args.tokens} new tokens each, SmolLM2-135M fp32 CPU")
+    print(
+        f"{args.clients} requests, up to {args.tokens} new tokens each, SmolLM2-135M "
+        f"{args.dtype} CPU"
+    )
     print(f"one at a time (model.generate): {n_base / t_base:6.1f} output tok/s ({t_base:.1f} s)")
     print(
-        f"{args.clients} concurrent clients:        {n_ours / t_ours:6.1f} output tok/s "
+        f"{args.clients} concurrent clients ({args.backend}): {n_ours / t_ours:6.1f} output tok/s "
         f"({t_ours:.1f} s)"
     )
     print(

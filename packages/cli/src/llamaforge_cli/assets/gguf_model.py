@@ -29,6 +29,9 @@ def build_smollm2_dir(gguf_path: Path, out_dir: Path) -> None:
     src, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=name, legacy=False)
     tokenizer.add_bos_token = False
+    # SmolLM2's own tokenizer config turns this off; the GGUF converter turns it on, and with it
+    # decoding deletes spaces the model generated before punctuation ("a , b" -> "a, b").
+    tokenizer.clean_up_tokenization_spaces = False
     tokenizer.eos_token = END_OF_TURN
     tokenizer.pad_token = END_OF_TURN
     model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, torch_dtype=torch.bfloat16)

@@ -95,7 +95,7 @@ ASSETS: dict[str, AssetSpec] = {
                 },
             ),
             builder="llamaforge_cli.assets.builders:build_smollm2",
-            revision=3,
+            revision=4,
             needs=("gguf", "torch", "transformers", "accelerate"),
         ),
         AssetSpec(
