@@ -88,19 +88,24 @@ def test_gsm8k_generation_and_extraction(fixtures, tiny_eval_model):
     assert result["metric"] == "exact-match" and result["questions"] == 3
 
 
-def test_bits_per_character_matches_a_plain_computation(tiny_eval_model, tmp_path):
-    model, tok = load_model(tiny_eval_model)
-    docs = ["中华人民共和国成立了。", "The quick brown fox jumps over the lazy dog."]
-    (tmp_path / "t.txt").write_text("\n".join(docs), encoding="utf-8")
-    got = evaluate_text(Runner(model, tok), {"mixed": [tmp_path / "t.txt"]})["mixed"]
+def _plain_bits_per_char(model, tok, docs: list[str]) -> float:
+    """Each document alone, one forward pass, every token after the first scored."""
     nll = 0.0
     for d in docs:
         ids = torch.tensor([tok(d, add_special_tokens=False).input_ids])
         with torch.no_grad():
             logits = model(ids).logits[0, :-1]
         nll += float(F.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+    return nll / math.log(2) / sum(len(d) for d in docs)
+
+
+def test_bits_per_character_matches_a_plain_computation(tiny_eval_model, tmp_path):
+    model, tok = load_model(tiny_eval_model)
+    docs = ["中华人民共和国成立了。", "The quick brown fox jumps over the lazy dog."]
+    (tmp_path / "t.txt").write_text("\n".join(docs), encoding="utf-8")
+    got = evaluate_text(Runner(model, tok), {"mixed": [tmp_path / "t.txt"]})["mixed"]
     chars = sum(len(d) for d in docs)
-    assert got["bits_per_char"] == pytest.approx(nll / math.log(2) / chars, rel=1e-5)
+    assert got["bits_per_char"] == pytest.approx(_plain_bits_per_char(model, tok, docs), rel=1e-5)
     assert got["tokens_per_char"] == pytest.approx(
         sum(len(tok(d, add_special_tokens=False).input_ids) for d in docs) / chars
     )
@@ -246,11 +251,4 @@ def test_vllm_backend_generation_and_bits_per_character(fixtures, asset, vllm_ru
     docs = ["中华人民共和国成立了。", "The quick brown fox jumps over the lazy dog."]
     (tmp_path / "t.txt").write_text("\n".join(docs), encoding="utf-8")
     got = evaluate_text(vllm_runner, {"mixed": [tmp_path / "t.txt"]})["mixed"]
-    nll = 0.0
-    for d in docs:
-        ids = torch.tensor([tok(d, add_special_tokens=False).input_ids])
-        with torch.no_grad():
-            logits = model(ids).logits[0, :-1]
-        nll += float(F.cross_entropy(logits, ids[0, 1:], reduction="sum"))
-    chars = sum(len(d) for d in docs)
-    assert got["bits_per_char"] == pytest.approx(nll / math.log(2) / chars, rel=1e-3)
+    assert got["bits_per_char"] == pytest.approx(_plain_bits_per_char(model, tok, docs), rel=1e-3)
