@@ -66,7 +66,17 @@ def server(request, asset, tiny_llama, tmp_path_factory):
         max_batch=4,
         max_queue=6,
         max_model_len=2048,
+        dtype="float32",  # the greedy test compares with a float32 reference
     )
     running.name, running.model_dir = model.name, model
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def smollm2_server(asset):
+    """The real SmolLM2 on the transformers backend (on the GPU where there is one)."""
+    running = Running(asset("smollm2-135m"), max_batch=4, max_model_len=2048, dtype="float32")
+    running.name, running.model_dir = "smollm2-135m", asset("smollm2-135m")
     yield running
     running.stop()

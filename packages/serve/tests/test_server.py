@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -21,16 +22,17 @@ def test_models_and_completion(server):
     assert again.choices[0].text == out.choices[0].text
 
 
-def test_greedy_chat_equals_plain_generate(server):
+def _assert_greedy_matches_generate(server, device: str = "cpu") -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(server.model_dir)
     model = AutoModelForCausalLM.from_pretrained(server.model_dir, torch_dtype=torch.float32)
+    model = model.to(device)
     client = server.client()
     for question in ("What is the capital of France?", "Name three colours."):
         messages = [{"role": "user", "content": question}]
         text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        ids = torch.tensor([tok(text, add_special_tokens=False).input_ids])
+        ids = torch.tensor([tok(text, add_special_tokens=False).input_ids], device=device)
         plain = model.generate(
             ids,
             attention_mask=torch.ones_like(ids),
@@ -44,6 +46,34 @@ def test_greedy_chat_equals_plain_generate(server):
             model="m", messages=messages, max_tokens=16, temperature=0
         )
         assert got.choices[0].message.content == expected, question
+
+
+def test_greedy_chat_equals_plain_generate(server):
+    _assert_greedy_matches_generate(server)
+
+
+@pytest.mark.gpu
+def test_transformers_backend_on_cuda(smollm2_server):
+    assert smollm2_server.engine.device.type == "cuda"
+    _assert_greedy_matches_generate(smollm2_server, "cuda")
+
+
+def test_auto_dtype_follows_the_checkpoint_and_the_device(asset, tmp_path):
+    from llamaforge_serve.errors import ServeError
+    from llamaforge_serve.server import resolve_dtype
+
+    config = json.loads((asset("smollm2-135m") / "config.json").read_text())
+    for stored in ("float32", "bfloat16"):
+        (tmp_path / "config.json").write_text(json.dumps({**config, "torch_dtype": stored}))
+        if torch.cuda.is_available():
+            expected = stored
+        else:
+            native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            expected = "bfloat16" if stored == "bfloat16" and native else "float32"
+        assert resolve_dtype("auto", tmp_path) == expected
+        assert resolve_dtype("float32", tmp_path) == "float32"
+    with pytest.raises(ServeError, match="not one of"):
+        resolve_dtype("int4", tmp_path)
 
 
 def test_chat_and_streaming_agree(server):

@@ -29,8 +29,12 @@ def serve(
         str, typer.Option(help="transformers (default) or vllm (needs vLLM; see README).")
     ] = "transformers",
     dtype: Annotated[
-        str, typer.Option(help="Weights dtype: float32, bfloat16, float16 (vllm: also auto).")
-    ] = "float32",
+        str,
+        typer.Option(
+            help="auto (the checkpoint's bf16/fp16 where the device computes it natively, "
+            "else float32), float32, bfloat16 or float16."
+        ),
+    ] = "auto",
     max_model_len: Annotated[
         int | None, typer.Option(help="Cap on prompt + generation tokens (default: the model's).")
     ] = None,

@@ -201,6 +201,7 @@ class Engine(StreamingEngine):
     ):
         super().__init__(tokenizer, max_batch=max_batch, max_queue=max_queue, eos_ids=eos_ids)
         self.model = model
+        self.device = next(model.parameters()).device
         self.cache = None  # DynamicCache for the active batch, left-padded
         self.mask: torch.Tensor | None = None  # [B, L] 1 = real token
         self.positions: torch.Tensor | None = None  # next position per row
@@ -235,6 +236,7 @@ class Engine(StreamingEngine):
         for k, s in enumerate(batch):
             ids[k, width - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids)
             mask[k, width - len(s.prompt_ids) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         out = self.model(
             input_ids=ids,
@@ -244,7 +246,7 @@ class Engine(StreamingEngine):
             use_cache=True,
         )
         tokens = [self._sample(out.logits[k, -1], s) for k, s in enumerate(batch)]
-        lengths = torch.tensor([len(s.prompt_ids) for s in batch])
+        lengths = torch.tensor([len(s.prompt_ids) for s in batch], device=self.device)
         self._merge(batch, out.past_key_values, mask, lengths, tokens)
         first = len(self.active) - len(batch)
         for k in range(len(batch)):
@@ -261,7 +263,7 @@ class Engine(StreamingEngine):
         """Append prefilled rows (their own left-padded cache) to the running batch."""
         from transformers import DynamicCache
 
-        last = torch.tensor(tokens)[:, None]
+        last = torch.tensor(tokens, device=self.device)[:, None]
         if self.cache is None or not self.active:
             self.cache, self.mask, self.positions, self.last = cache, mask, lengths, last
             self.active = list(seqs)
@@ -291,7 +293,7 @@ class Engine(StreamingEngine):
     @torch.no_grad()
     def _decode_step(self) -> None:
         batch = len(self.active)
-        mask = torch.cat([self.mask, torch.ones(batch, 1, dtype=torch.long)], dim=1)
+        mask = torch.cat([self.mask, self.mask.new_ones(batch, 1)], dim=1)
         out = self.model(
             input_ids=self.last,
             attention_mask=mask,
@@ -304,7 +306,7 @@ class Engine(StreamingEngine):
         self.stats["steps"] += 1
         self.stats["batch_tokens"] += batch
         tokens = [self._sample(out.logits[i, -1], seq) for i, seq in enumerate(self.active)]
-        self.last = torch.tensor(tokens)[:, None]
+        self.last = torch.tensor(tokens, device=self.device)[:, None]
         for seq, token in zip(self.active, tokens, strict=True):
             self._accept(seq, token)
 
@@ -315,7 +317,7 @@ class Engine(StreamingEngine):
         if not keep:
             self.active, self.cache, self.mask = [], None, None
             return
-        idx = torch.tensor(keep)
+        idx = torch.tensor(keep, device=self.device)
         for layer in range(len(self.cache.key_cache)):
             self.cache.key_cache[layer] = self.cache.key_cache[layer][idx]
             self.cache.value_cache[layer] = self.cache.value_cache[layer][idx]
@@ -333,7 +335,8 @@ class Engine(StreamingEngine):
         s = seq.sampling
         if s.temperature <= 0:
             return int(logits.argmax())
-        logits = logits.float() / s.temperature
+        logits = logits.float().cpu()  # the request's generator lives on the CPU
+        logits = logits / s.temperature
         if s.top_k > 0:
             kth = torch.topk(logits, min(s.top_k, logits.numel())).values[-1]
             logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -7,6 +7,26 @@ from pathlib import Path
 from llamaforge_serve.errors import ServeError
 
 BACKENDS = ("transformers", "vllm")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_dtype(setting: str, model_dir: Path) -> str:
+    """The weights dtype for ``setting``; ``auto``: the checkpoint's own half precision where
+    the device computes it natively (a GPU, or a CPU with bf16 matrix support), else float32."""
+    import json
+
+    import torch
+
+    if setting not in DTYPES:
+        raise ServeError(f"dtype {setting!r} is not one of {', '.join(DTYPES)}")
+    if setting != "auto":
+        return setting
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    stored = str(config.get("torch_dtype") or "float32")
+    if torch.cuda.is_available():
+        return stored if stored in DTYPES else "float32"
+    cpu_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "bfloat16" if stored == "bfloat16" and cpu_bf16 else "float32"
 
 
 def _check_model_dir(model_dir: Path) -> None:
@@ -24,15 +44,16 @@ def build(
     max_batch: int = 16,
     max_queue: int = 64,
     api_keys: list[str] | None = None,
-    dtype: str = "float32",
+    dtype: str = "auto",
     max_model_len: int | None = None,
     engine_args: dict | None = None,
 ):
     """(app, engine) for a model dir: safetensors weights only, remote code off by default.
 
     ``backend``: ``transformers`` (this package's continuous batching, CPU or GPU) or ``vllm``
-    (needs vLLM installed; see the README). ``max_model_len`` caps prompt + generation below
-    the model's own positions. ``engine_args``: more ``vllm.EngineArgs`` for the vLLM backend.
+    (needs vLLM installed; see the README). ``dtype``: see :func:`resolve_dtype`.
+    ``max_model_len`` caps prompt + generation below the model's own positions.
+    ``engine_args``: more ``vllm.EngineArgs`` for the vLLM backend.
     """
     from llamaforge_serve.app import ServeConfig, create_app
 
@@ -40,6 +61,7 @@ def build(
     if backend not in BACKENDS:
         raise ServeError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     _check_model_dir(model_dir)
+    dtype = resolve_dtype(dtype, model_dir)
     if backend == "vllm":
         from llamaforge_serve.vllm_engine import VllmEngine
 
@@ -79,7 +101,8 @@ def _transformers_engine(
         use_safetensors=True,
         trust_remote_code=trust_remote_code,
         attn_implementation="sdpa",
-    ).eval()
+    )
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
     eos = {
         tok.eos_token_id,
         *(
