@@ -155,6 +155,12 @@ class TrainConfig:
 
         check(self.plugin in PLUGINS, f"plugin: {self.plugin!r} is not one of {', '.join(PLUGINS)}")
         check(
+            self.plugin != "3d",
+            "plugin: '3d' is not available yet: ColossalAI's ShardFormer only shards a bare HF "
+            "model and replaces its attention with one that would let documents of a packed "
+            "row see each other; use ddp, zero2, zero2_cpu, gemini or gemini_auto",
+        )
+        check(
             self.precision in PRECISIONS,
             f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}",
         )
