@@ -12,7 +12,9 @@ Prints questions/s of each, their ratio (target ≥ 3×) and the share of identi
 (must be 100 %).
 
     python tools/bench/eval.py --setup      # once: the lm-eval virtualenv
-    python tools/bench/eval.py [--questions 60] [--batch-size 16]
+    python tools/bench/eval.py [--questions 60] [--batch-size 16] [--backend vllm]
+
+``--backend vllm`` runs our side from ``.venv-vllm`` (the workspace's vLLM environment).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LM_EVAL_VENV = ROOT / ".venv-lm-eval"
+VLLM_VENV = ROOT / ".venv-vllm"  # the workspace's hatch env `vllm`
 SUBJECTS = {"addition": "+", "subtraction": "-", "multiplication": "*", "comparison": "max"}
 
 
@@ -91,9 +94,12 @@ def write_lm_eval_tasks(root: Path, tasks: Path) -> list[str]:
     return names
 
 
-def run_ours(model: Path, bench: Path, out: Path, batch: int) -> tuple[float, dict]:
+def run_ours(
+    model: Path, bench: Path, out: Path, batch: int, backend: str = "transformers"
+) -> tuple[float, dict]:
+    python = VLLM_VENV / "bin" / "python" if backend == "vllm" else Path(sys.executable)
     cmd = [
-        sys.executable,
+        str(python),
         "-m",
         "llamaforge_cli",
         "eval",
@@ -107,6 +113,8 @@ def run_ours(model: Path, bench: Path, out: Path, batch: int) -> tuple[float, di
         "loglik",
         "--batch-size",
         str(batch),
+        "--backend",
+        backend,
         "-o",
         str(out),
     ]
@@ -177,6 +185,9 @@ def main() -> int:
     parser.add_argument("--questions", type=int, default=60, help="test questions per subject")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--keep", type=Path, help="write the work files here and keep them")
+    parser.add_argument(
+        "--backend", default="transformers", help="ours on transformers (default) or vllm"
+    )
     parser.add_argument("--gpu", action="store_true", help="(CPU benchmark: nothing to do)")
     args = parser.parse_args()
     if args.gpu:
@@ -187,6 +198,9 @@ def main() -> int:
     if not (LM_EVAL_VENV / "bin" / "lm_eval").exists():
         print("lm-eval is not set up: run `python tools/bench/eval.py --setup` first")
         return 2
+    if args.backend == "vllm" and not (VLLM_VENV / "bin" / "python").exists():
+        print("no .venv-vllm: run `python3 tools/bootstrap.py test-vllm` once to create it")
+        return 2
     from llamaforge_cli.assets import ensure_asset
 
     model = ensure_asset("smollm2-135m")
@@ -194,13 +208,15 @@ def main() -> int:
         tmp = Path(args.keep) if args.keep else Path(tmp)
         n = write_questions(tmp / "mmlu", args.questions)
         names = write_lm_eval_tasks(tmp / "mmlu", tmp / "tasks")
-        t_ours, ours = run_ours(model, tmp / "mmlu", tmp / "ours.json", args.batch_size)
+        t_ours, ours = run_ours(
+            model, tmp / "mmlu", tmp / "ours.json", args.batch_size, args.backend
+        )
         t_theirs, theirs = run_lm_eval(
             model, tmp / "tasks", names, tmp / "lm-eval", args.batch_size
         )
     same = sum(a == b for s in ours for a, b in zip(ours[s], theirs[s], strict=True))
     print(f"{n} questions (4 subjects, 5-shot, log-likelihood of ' A'..' D'), SmolLM2-135M fp32")
-    print(f"ours:    {t_ours:6.1f} s  {n / t_ours:6.2f} questions/s")
+    print(f"ours ({args.backend}): {t_ours:6.1f} s  {n / t_ours:6.2f} questions/s")
     print(f"lm-eval: {t_theirs:6.1f} s  {n / t_theirs:6.2f} questions/s")
     print(
         f"speed-up: {t_theirs / t_ours:.1f}× (target ≥ 3×); identical predictions: "
