@@ -52,6 +52,14 @@ def test_greedy_chat_equals_plain_generate(server):
     _assert_greedy_matches_generate(server)
 
 
+def test_cached_prompt_prefix_is_reused_and_exact(smollm2_server):
+    engine = smollm2_server.engine
+    hits, reused = engine.stats["prefix_hits"], engine.stats["prefix_tokens_reused"]
+    _assert_greedy_matches_generate(smollm2_server)  # both questions share the system prompt
+    assert engine.stats["prefix_hits"] > hits
+    assert engine.stats["prefix_tokens_reused"] - reused >= 16
+
+
 @pytest.mark.gpu
 def test_transformers_backend_on_cuda(smollm2_server):
     assert smollm2_server.engine.device.type == "cuda"

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from llamaforge_serve.engine import Sampling, Sequence, StreamingEngine
+from llamaforge_serve.streaming import Sampling, Sequence, StreamingEngine
 
 
 @dataclass(kw_only=True)
@@ -65,6 +65,11 @@ class _Metrics:
         Gauge("llamaforge_cancelled_sequences", "cancelled generations", registry=r).set_function(
             lambda: engine.stats["cancelled"]
         )
+        Gauge(
+            "llamaforge_prefix_cache_tokens_reused",
+            "prompt tokens whose KV came from the prefix cache",
+            registry=r,
+        ).set_function(lambda: engine.stats.get("prefix_tokens_reused", 0))
         self.start = time.perf_counter()
         Gauge(
             "llamaforge_tokens_per_second", "mean output tokens/s since start", registry=r

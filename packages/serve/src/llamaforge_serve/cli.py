@@ -35,6 +35,10 @@ def serve(
             "else float32), float32, bfloat16 or float16."
         ),
     ] = "auto",
+    prefix_cache_tokens: Annotated[
+        int,
+        typer.Option(help="Prompt tokens whose KV is kept for reuse by later requests (0: off)."),
+    ] = 4096,
     max_model_len: Annotated[
         int | None, typer.Option(help="Cap on prompt + generation tokens (default: the model's).")
     ] = None,
@@ -52,6 +56,7 @@ def serve(
         backend=backend,
         dtype=dtype,
         max_model_len=max_model_len,
+        prefix_cache_tokens=prefix_cache_tokens,
         trust_remote_code=trust_remote_code,
         max_batch=max_batch,
         max_queue=max_queue,

@@ -1,10 +1,9 @@
-"""Continuous batching: requests join and leave between decode steps.
+"""The transformers backend: continuous batching, requests join and leave between decode steps.
 
-``StreamingEngine`` holds what every backend shares (the bounded queue, the engine thread, and
-turning tokens into streamed text with stop strings); ``Engine`` is the transformers backend,
-``llamaforge_serve.vllm_engine.VllmEngine`` the vLLM one.
+What all backends share (queue, thread, tokens to text) is ``llamaforge_serve.streaming``.
+Prompt prefixes computed for earlier requests are reused (``llamaforge_serve.prefix_cache``).
 
-In ``Engine`` one background thread owns the model. New requests are prefilled together, then
+One background thread owns the model. New requests are prefilled together, then
 their KV cache is merged into the running batch (caches are left-padded to a common length,
 with an attention mask that hides the padding); every decode step is one forward pass for all
 active sequences. A finished or cancelled sequence leaves the batch before the next step.
@@ -13,178 +12,12 @@ Tokens are handed to each request's callback as they are produced (streaming).
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import torch
 
-log = logging.getLogger(__name__)
+from llamaforge_serve.prefix_cache import PrefixStore
+from llamaforge_serve.streaming import Sampling, Sequence, StreamingEngine
 
-
-@dataclass
-class Sampling:
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Sequence:
-    """One generation; ``emit(text_delta, finish_reason)`` is called from the engine thread."""
-
-    prompt_ids: list[int]
-    sampling: Sampling
-    emit: Callable[[str, str | None, int], None]
-    generated: list[int] = field(default_factory=list)
-    text: str = ""
-    emitted: int = 0  # characters of text already handed out
-    cancelled: bool = False
-    finished: bool = False
-    generator: torch.Generator | None = None
-    enqueued: float = field(default_factory=time.perf_counter)
-    first_token_at: float | None = None
-
-
-class StreamingEngine:
-    """What every backend shares: the queue, the engine thread, and turning tokens into text.
-
-    ``submit`` from any thread; a subclass's ``_step`` admits waiting sequences and advances
-    the running ones, handing each new token to ``_accept``, which decides what text is
-    certain, applies stop strings, EOS and ``max_tokens``, and calls the sequence's ``emit``.
-    """
-
-    def __init__(
-        self,
-        tokenizer,
-        *,
-        max_batch: int = 16,
-        max_queue: int = 64,
-        eos_ids: list[int] | None = None,
-    ):
-        self.tok = tokenizer
-        self.max_batch, self.max_queue = max_batch, max_queue
-        self.eos = set(eos_ids or [tokenizer.eos_token_id])
-        self.pending: queue.Queue[Sequence] = queue.Queue()
-        self.active: list[Sequence] = []
-        self.stats = {
-            "generated_tokens": 0,
-            "cancelled": 0,
-            "finished": 0,
-            "steps": 0,
-            "batch_tokens": 0,
-        }
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="llamaforge-engine", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    # -- API ------------------------------------------------------------------------------------
-    def load(self) -> int:
-        """Sequences waiting or running (what the queue bound applies to)."""
-        return self.pending.qsize() + len(self.active)
-
-    def submit(self, seq: Sequence) -> bool:
-        """Queue ``seq``; False when the engine is full (the caller answers 429)."""
-        if self.load() >= self.max_queue:
-            return False
-        self.pending.put(seq)
-        return True
-
-    def eos_list(self) -> list[int]:
-        """The token ids that end a generation."""
-        return sorted(self.eos)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    # -- the loop -------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if not self._step():
-                    time.sleep(0.002)
-            except Exception:  # noqa: BLE001 - a bug must not kill the server thread silently
-                log.exception("engine step failed; failing the active requests")
-                for seq in self.active:
-                    seq.finished = True
-                    seq.emit("", "error", 0)
-                self.active = []
-                self._reset()
-
-    def _step(self) -> bool:
-        """Admit and advance; False when there was nothing to do."""
-        raise NotImplementedError
-
-    def _reset(self) -> None:
-        """Forget backend state after a failed step."""
-
-    def _take_pending(self) -> list[Sequence]:
-        """Waiting sequences that fit in the batch; cancelled ones are counted and dropped."""
-        batch: list[Sequence] = []
-        while len(self.active) + len(batch) < self.max_batch:
-            try:
-                seq = self.pending.get_nowait()
-            except queue.Empty:
-                break
-            if seq.cancelled:
-                self.stats["cancelled"] += 1
-                continue
-            batch.append(seq)
-        return batch
-
-    def _retire(self) -> list[int]:
-        """Count finished / cancelled sequences; the indices of the ones that go on."""
-        keep = [i for i, s in enumerate(self.active) if not (s.finished or s.cancelled)]
-        for s in self.active:
-            if s.cancelled and not s.finished:
-                self.stats["cancelled"] += 1
-            elif s.finished:
-                self.stats["finished"] += 1
-        return keep
-
-    def _accept(self, seq: Sequence, token: int) -> None:
-        """Record ``token`` and emit the text that is now certain.
-
-        Text that could be the start of a stop string, or half of a character, is held back
-        until the next token decides.
-        """
-        if seq.first_token_at is None:
-            seq.first_token_at = time.perf_counter()
-        if token in self.eos:
-            seq.finished = True
-            seq.emit(seq.text[seq.emitted :], "stop", 0)
-            return
-        seq.generated.append(token)
-        self.stats["generated_tokens"] += 1
-        seq.text = self.tok.decode(seq.generated, skip_special_tokens=True)
-        stops = [st for st in seq.sampling.stop if st]
-        hits = [seq.text.find(st) for st in stops if st in seq.text]
-        if hits:
-            seq.finished = True
-            seq.emit(seq.text[seq.emitted : min(hits)], "stop", 1)
-            return
-        if len(seq.generated) >= seq.sampling.max_tokens:
-            seq.finished = True
-            seq.emit(seq.text[seq.emitted :].rstrip("\ufffd"), "length", 1)
-            return
-        safe = len(seq.text.rstrip("\ufffd"))
-        for st in stops:
-            for k in range(min(len(st) - 1, safe), 0, -1):
-                if seq.text[:safe].endswith(st[:k]):
-                    safe = min(safe, len(seq.text) - k)
-                    break
-        safe = max(safe, seq.emitted)
-        seq.emit(seq.text[seq.emitted : safe], None, 1)
-        seq.emitted = safe
+__all__ = ["Engine", "Sampling", "Sequence", "StreamingEngine"]
 
 
 class Engine(StreamingEngine):
@@ -198,10 +31,13 @@ class Engine(StreamingEngine):
         max_batch: int = 16,
         max_queue: int = 64,
         eos_ids: list[int] | None = None,
+        prefix_cache_tokens: int = 4096,
     ):
         super().__init__(tokenizer, max_batch=max_batch, max_queue=max_queue, eos_ids=eos_ids)
         self.model = model
         self.device = next(model.parameters()).device
+        self.prefixes = PrefixStore(max_tokens=prefix_cache_tokens) if prefix_cache_tokens else None
+        self.stats.update(prefix_hits=0, prefix_tokens_reused=0)
         self.cache = None  # DynamicCache for the active batch, left-padded
         self.mask: torch.Tensor | None = None  # [B, L] 1 = real token
         self.positions: torch.Tensor | None = None  # next position per row
@@ -221,36 +57,71 @@ class Engine(StreamingEngine):
 
     @torch.no_grad()
     def _admit(self) -> None:
-        """Prefill every waiting request that fits, in one left-padded forward pass."""
-        from transformers import DynamicCache
-
+        """Prefill every waiting request that fits: one left-padded forward pass per shared
+        cached prefix (most often a single pass)."""
         batch = self._take_pending()
         if not batch:
             return
         for seq in batch:
             if seq.sampling.seed is not None and seq.generator is None:
                 seq.generator = torch.Generator().manual_seed(seq.sampling.seed)
-        width = max(len(s.prompt_ids) for s in batch)
-        ids = torch.zeros(len(batch), width, dtype=torch.long)
-        mask = torch.zeros(len(batch), width, dtype=torch.long)
-        for k, s in enumerate(batch):
-            ids[k, width - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids)
-            mask[k, width - len(s.prompt_ids) :] = 1
+        groups: dict[tuple[int, ...] | None, list[tuple[Sequence, int]]] = {}
+        for seq in batch:
+            match = self.prefixes.match(seq.prompt_ids) if self.prefixes is not None else None
+            key, length = (match.key, match.length) if match else (None, 0)
+            groups.setdefault(key, []).append((seq, length))
+        for key, members in groups.items():
+            self._prefill([s for s, _ in members], key, min(n for _, n in members))
+
+    def _prefill(self, seqs: list[Sequence], key: tuple[int, ...] | None, reused: int) -> None:
+        """Compute ``seqs``' prompts after their first ``reused`` tokens (cached under
+        ``key``), sample each one's first token and add them to the running batch."""
+        from transformers import DynamicCache
+
+        n = len(seqs)
+        rest = [s.prompt_ids[reused:] for s in seqs]
+        width = max(len(r) for r in rest)
+        ids = torch.zeros(n, width, dtype=torch.long)
+        mask = torch.zeros(n, width, dtype=torch.long)
+        for k, r in enumerate(rest):
+            ids[k, width - len(r) :] = torch.tensor(r)
+            mask[k, width - len(r) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        past = DynamicCache()
+        if key is not None:
+            for layer, (k, v) in enumerate(self.prefixes.get(key, reused)):
+                past.update(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1), layer)
+            self.stats["prefix_hits"] += n
+            self.stats["prefix_tokens_reused"] += n * reused
+        full = torch.cat([mask.new_ones(n, reused), mask], dim=1)
         out = self.model(
             input_ids=ids,
-            attention_mask=mask,
-            position_ids=pos,
-            past_key_values=DynamicCache(),
+            attention_mask=full,
+            position_ids=reused + (mask.cumsum(1) - 1).clamp(min=0),
+            past_key_values=past,
             use_cache=True,
         )
-        tokens = [self._sample(out.logits[k, -1], s) for k, s in enumerate(batch)]
-        lengths = torch.tensor([len(s.prompt_ids) for s in batch], device=self.device)
-        self._merge(batch, out.past_key_values, mask, lengths, tokens)
-        first = len(self.active) - len(batch)
-        for k in range(len(batch)):
+        tokens = [self._sample(out.logits[k, -1], s) for k, s in enumerate(seqs)]
+        self._remember(seqs, out.past_key_values, full)
+        lengths = torch.tensor([len(s.prompt_ids) for s in seqs], device=self.device)
+        self._merge(seqs, out.past_key_values, full, lengths, tokens)
+        first = len(self.active) - n
+        for k in range(n):
             self._accept(self.active[first + k], tokens[k])
+
+    def _remember(self, seqs: list[Sequence], cache, mask: torch.Tensor) -> None:
+        """Store each new prompt's KV (its real tokens only) for later requests."""
+        if self.prefixes is None:
+            return
+        for row, seq in enumerate(seqs):
+            if len(seq.prompt_ids) < self.prefixes.min_match or seq.prompt_ids in self.prefixes:
+                continue
+            cols = mask[row].nonzero().squeeze(1)
+            kv = [
+                (k[row : row + 1].index_select(2, cols), v[row : row + 1].index_select(2, cols))
+                for k, v in zip(cache.key_cache, cache.value_cache, strict=True)
+            ]
+            self.prefixes.add(seq.prompt_ids, kv)
 
     def _merge(
         self,

@@ -47,13 +47,15 @@ def build(
     dtype: str = "auto",
     max_model_len: int | None = None,
     engine_args: dict | None = None,
+    prefix_cache_tokens: int = 4096,
 ):
     """(app, engine) for a model dir: safetensors weights only, remote code off by default.
 
     ``backend``: ``transformers`` (this package's continuous batching, CPU or GPU) or ``vllm``
     (needs vLLM installed; see the README). ``dtype``: see :func:`resolve_dtype`.
     ``max_model_len`` caps prompt + generation below the model's own positions.
-    ``engine_args``: more ``vllm.EngineArgs`` for the vLLM backend.
+    ``engine_args``: more ``vllm.EngineArgs`` for the vLLM backend. ``prefix_cache_tokens``:
+    prompt tokens whose KV the transformers backend keeps for reuse (0: off; vLLM has its own).
     """
     from llamaforge_serve.app import ServeConfig, create_app
 
@@ -77,7 +79,7 @@ def build(
         max_len = engine.max_model_len
     else:
         engine, max_len = _transformers_engine(
-            model_dir, trust_remote_code, max_batch, max_queue, dtype
+            model_dir, trust_remote_code, max_batch, max_queue, dtype, prefix_cache_tokens
         )
         max_len = min(max_len, max_model_len or max_len)
     config = ServeConfig(
@@ -87,7 +89,12 @@ def build(
 
 
 def _transformers_engine(
-    model_dir: Path, trust_remote_code: bool, max_batch: int, max_queue: int, dtype: str
+    model_dir: Path,
+    trust_remote_code: bool,
+    max_batch: int,
+    max_queue: int,
+    dtype: str,
+    prefix_cache_tokens: int,
 ):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -117,5 +124,6 @@ def _transformers_engine(
         max_batch=max_batch,
         max_queue=max_queue,
         eos_ids=[e for e in eos if e is not None],
+        prefix_cache_tokens=prefix_cache_tokens,
     )
     return engine, getattr(model.config, "max_position_embeddings", 2048)

@@ -15,8 +15,8 @@ import itertools
 import os
 from pathlib import Path
 
-from llamaforge_serve.engine import Sequence, StreamingEngine
 from llamaforge_serve.errors import ServeError
+from llamaforge_serve.streaming import Sequence, StreamingEngine
 
 
 def vllm_available() -> bool:
