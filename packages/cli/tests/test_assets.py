@@ -139,3 +139,20 @@ def test_llama3_tokenizer_reproduces_llama_cpp_cases(asset):
     assert len(cases) >= 46
     got = [tok.encode(text, add_special_tokens=False).ids for text, _ in cases]
     assert got == [ids for _, ids in cases]
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "llama3-tokenizer"])
+def test_byte_level_bpe_dirs_load_as_they_are_written(name, asset):
+    """The generic fast class (transformers 5 would rebuild a LlamaTokenizer's pre-tokenizer),
+    returning only what LLaMA models take: ``model(**tokenizer(text))`` must work."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    folder = asset(name)
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert list(tok("人民日报 news")) == ["input_ids", "attention_mask"]
+    text = "  two leading spaces, 12345 digits\n\n中文"
+    assert tok.decode(tok(text, add_special_tokens=False).input_ids) == text

@@ -131,6 +131,14 @@ def build_llama_bpe_dir(gguf_path: Path, out_dir: Path) -> None:
         ],
     }
     data["model"]["ignore_merges"] = True
+    # ...and a sentencepiece-style decoder whose Strip step deletes the first space of any text
+    # that starts with one; LLaMA-3 decodes bytes, nothing more.
+    data["decoder"] = {
+        "type": "ByteLevel",
+        "add_prefix_space": True,
+        "trim_offsets": True,
+        "use_regex": True,
+    }
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     (out_dir / "tokenizer.model").unlink(missing_ok=True)
     use_generic_fast_class(out_dir)
@@ -147,6 +155,9 @@ def use_generic_fast_class(out_dir: Path) -> None:
     path = out_dir / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    # The generic class would otherwise also return token_type_ids, which LLaMA models refuse
+    # (``model.generate(**tokenizer(text))`` fails).
+    config["model_input_names"] = ["input_ids", "attention_mask"]
     _write_json(path, config)
 
 

@@ -81,7 +81,7 @@ ASSETS: dict[str, AssetSpec] = {
                 },
             ),
             builder="llamaforge_cli.assets.builders:build_llama3_tokenizer",
-            revision=3,
+            revision=5,
             needs=("gguf", "transformers"),
         ),
         AssetSpec(
@@ -95,7 +95,7 @@ ASSETS: dict[str, AssetSpec] = {
                 },
             ),
             builder="llamaforge_cli.assets.builders:build_smollm2",
-            revision=4,
+            revision=5,
             needs=("gguf", "torch", "transformers", "accelerate"),
         ),
         AssetSpec(
