@@ -205,7 +205,10 @@ def test_two_processes_give_the_same_predictions(fixtures, tiny_eval_model):
 def vllm_runner(asset):
     from llamaforge_eval.vllm_runner import VllmRunner
 
-    return VllmRunner(asset("smollm2-135m"), max_length=2048, enforce_eager=True)
+    # vLLM sizes its KV cache to a share of all RAM by default; two engines share this process.
+    return VllmRunner(
+        asset("smollm2-135m"), max_length=2048, enforce_eager=True, kv_cache_memory_bytes=1 << 30
+    )
 
 
 @pytest.mark.vllm
@@ -252,3 +255,14 @@ def test_vllm_backend_generation_and_bits_per_character(fixtures, asset, vllm_ru
     (tmp_path / "t.txt").write_text("\n".join(docs), encoding="utf-8")
     got = evaluate_text(vllm_runner, {"mixed": [tmp_path / "t.txt"]})["mixed"]
     assert got["bits_per_char"] == pytest.approx(_plain_bits_per_char(model, tok, docs), rel=1e-3)
+
+
+def test_vllm_args_parse_values_and_refuse_bad_items():
+    from llamaforge_eval.vllm_runner import parse_vllm_args
+
+    assert parse_vllm_args(["max_model_len=4096", "dtype=bfloat16"]) == {
+        "max_model_len": 4096,
+        "dtype": "bfloat16",
+    }
+    with pytest.raises(EvalError, match="expected KEY=VALUE"):
+        parse_vllm_args(["=3"])

@@ -57,7 +57,9 @@ def server(request, asset, tiny_llama, tmp_path_factory):
         model = tiny_llama(
             tmp_path_factory.mktemp("serve") / "tiny", asset("smollm2-135m"), positions=4096
         )
-    extra = {"engine_args": {"enforce_eager": True}} if request.param == "vllm" else {}
+    # vLLM sizes its KV cache to a share of all RAM by default; two engines share this process.
+    vllm_args = {"enforce_eager": True, "kv_cache_memory_bytes": 1 << 30}
+    extra = {"engine_args": vllm_args} if request.param == "vllm" else {}
     running = Running(
         model,
         backend=request.param,

@@ -188,3 +188,15 @@ def test_disconnect_cancels_generation(server):
     metrics = httpx.get(f"{server.base}/metrics").text
     assert "llamaforge_cancelled_sequences" in metrics and "llamaforge_queue_depth" in metrics
     assert httpx.get(f"{server.base}/health").json()["status"] == "ok"
+
+
+def test_vllm_args_parse_values_and_refuse_bad_items():
+    from llamaforge_serve.errors import ServeError
+    from llamaforge_serve.vllm_engine import parse_vllm_args
+
+    got = parse_vllm_args(
+        ["gpu_memory_utilization=0.5", "enforce-eager=true", "kv_cache_dtype=fp8"]
+    )
+    assert got == {"gpu_memory_utilization": 0.5, "enforce_eager": True, "kv_cache_dtype": "fp8"}
+    with pytest.raises(ServeError, match="expected KEY=VALUE"):
+        parse_vllm_args(["enforce_eager"])

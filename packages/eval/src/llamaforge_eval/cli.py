@@ -55,6 +55,10 @@ def run(
     backend: Annotated[
         str, typer.Option(help="transformers (default) or vllm (needs vLLM; see README).")
     ] = "transformers",
+    vllm_arg: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE for vLLM's engine (repeatable), e.g. max_model_len=4096."),
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Results JSON.")] = None,
 ) -> None:
     """Evaluate MODEL on benchmarks and held-out text."""
@@ -76,9 +80,9 @@ def run(
     loaded = [load_benchmark(kind, dirs[0], subjects=subjects) for kind, dirs in benches.items()]
     console = _console(ctx)
     if backend == "vllm":
-        from llamaforge_eval.vllm_runner import VllmRunner
+        from llamaforge_eval.vllm_runner import VllmRunner, parse_vllm_args
 
-        runner = VllmRunner(model)
+        runner = VllmRunner(model, **parse_vllm_args(vllm_arg))
     else:
         model_obj, tok = load_model(model)
         runner = Runner(model_obj, tok, batch_size=batch_size)

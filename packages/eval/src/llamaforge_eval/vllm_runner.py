@@ -25,6 +25,23 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def parse_vllm_args(items: list[str] | None) -> dict:
+    """``--vllm-arg KEY=VALUE`` options as keyword arguments for vLLM (values read as JSON when
+    they parse: numbers, booleans; strings otherwise)."""
+    import json
+
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise EvalError(f"--vllm-arg {item!r}: expected KEY=VALUE")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except ValueError:
+            out[key.replace("-", "_")] = value
+    return out
+
+
 class VllmRunner(PromptRunner):
     """A ``PromptRunner`` over ``vllm.LLM`` (in this process)."""
 
@@ -49,15 +66,18 @@ class VllmRunner(PromptRunner):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
-        self.llm = LLM(
-            model=str(model_dir),
-            dtype=dtype,
-            max_model_len=max_length,
-            enable_prefix_caching=True,
-            load_format="safetensors",
-            seed=0,
-            **llm_args,
-        )
+        try:
+            self.llm = LLM(
+                model=str(model_dir),
+                dtype=dtype,
+                max_model_len=max_length,
+                enable_prefix_caching=True,
+                load_format="safetensors",
+                seed=0,
+                **llm_args,
+            )
+        except TypeError as exc:  # an unknown engine argument
+            raise EvalError(f"vLLM refused the engine arguments: {exc}") from None
         self.tok = self.llm.get_tokenizer()
         self.max_length = self.llm.llm_engine.vllm_config.model_config.max_model_len
 

@@ -39,6 +39,12 @@ def serve(
         int,
         typer.Option(help="Prompt tokens whose KV is kept for reuse by later requests (0: off)."),
     ] = 4096,
+    vllm_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=VALUE for vLLM's engine (repeatable), e.g. gpu_memory_utilization=0.5."
+        ),
+    ] = None,
     max_model_len: Annotated[
         int | None, typer.Option(help="Cap on prompt + generation tokens (default: the model's).")
     ] = None,
@@ -47,6 +53,7 @@ def serve(
     import uvicorn
 
     from llamaforge_serve.server import build
+    from llamaforge_serve.vllm_engine import parse_vllm_args
 
     keys = list(api_key or []) + [
         k for k in os.environ.get("LLAMAFORGE_API_KEYS", "").split(",") if k
@@ -57,6 +64,7 @@ def serve(
         dtype=dtype,
         max_model_len=max_model_len,
         prefix_cache_tokens=prefix_cache_tokens,
+        engine_args=parse_vllm_args(vllm_arg),
         trust_remote_code=trust_remote_code,
         max_batch=max_batch,
         max_queue=max_queue,

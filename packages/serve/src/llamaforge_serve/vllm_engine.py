@@ -26,6 +26,23 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def parse_vllm_args(items: list[str] | None) -> dict:
+    """``--vllm-arg KEY=VALUE`` options as keyword arguments for vLLM (values read as JSON when
+    they parse: numbers, booleans; strings otherwise)."""
+    import json
+
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ServeError(f"--vllm-arg {item!r}: expected KEY=VALUE")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except ValueError:
+            out[key.replace("-", "_")] = value
+    return out
+
+
 class VllmEngine(StreamingEngine):
     """``StreamingEngine`` over ``vllm.LLMEngine``, stepped from the engine thread."""
 
@@ -50,17 +67,20 @@ class VllmEngine(StreamingEngine):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import EngineArgs, LLMEngine
 
-        args = EngineArgs(
-            model=str(model_dir),
-            dtype=dtype,
-            load_format="safetensors",
-            trust_remote_code=trust_remote_code,
-            max_num_seqs=max_batch,
-            max_model_len=max_model_len,
-            enable_prefix_caching=True,
-            seed=0,
-            **engine_args,
-        )
+        try:
+            args = EngineArgs(
+                model=str(model_dir),
+                dtype=dtype,
+                load_format="safetensors",
+                trust_remote_code=trust_remote_code,
+                max_num_seqs=max_batch,
+                max_model_len=max_model_len,
+                enable_prefix_caching=True,
+                seed=0,
+                **engine_args,
+            )
+        except TypeError as exc:  # an unknown engine argument
+            raise ServeError(f"vLLM refused the engine arguments: {exc}") from None
         self.llm = LLMEngine.from_engine_args(args)
         tokenizer = self.llm.get_tokenizer()
         config = self.llm.vllm_config.model_config
