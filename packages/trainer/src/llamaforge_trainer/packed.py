@@ -73,12 +73,11 @@ def block_causal_mask(position_ids: torch.Tensor, dtype: torch.dtype) -> torch.T
 
 def document_spans(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
     """Per row, ``(start, length)`` of each run of ``position_ids`` that restarts at 0."""
+    length = position_ids.shape[1]
     spans = []
-    for row in (position_ids == 0).tolist():
-        starts = [i for i, first in enumerate(row) if first] or [0]
-        if starts[0] != 0:
-            starts.insert(0, 0)
-        ends = starts[1:] + [len(row)]
+    for row in position_ids:
+        starts = sorted({0, *(row == 0).nonzero().flatten().tolist()})
+        ends = [*starts[1:], length]
         spans.append([(a, b - a) for a, b in zip(starts, ends, strict=True)])
     return spans
 
