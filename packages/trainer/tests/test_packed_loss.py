@@ -140,6 +140,27 @@ def test_chunked_cross_entropy_matches_full_logits():
     assert torch.allclose(grads[1], weight.grad, atol=1e-5)
 
 
+def test_chunked_cross_entropy_ignores_vocabulary_padding_rows():
+    """ColossalAI pads the LM head to a multiple of 64 × tp rows; those rows must not take part
+    in the softmax, whatever their values."""
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(40, 16, generator=g, requires_grad=True)
+    weight = torch.randn(100, 16, generator=g, requires_grad=True)
+    padding = torch.randn(28, 16, generator=g) * 5
+    padded = torch.cat([weight.detach(), padding]).requires_grad_(True)
+    target = torch.randint(0, 100, (40,), generator=g)
+    ours = chunked_cross_entropy(hidden, padded, target, chunk=16, vocab_size=100)
+    ours.backward()
+    grad_hidden = hidden.grad.clone()
+    hidden.grad = None
+    plain = F.cross_entropy(hidden @ weight.T, target, reduction="sum")
+    plain.backward()
+    assert torch.allclose(ours, plain, rtol=1e-5)
+    assert torch.allclose(grad_hidden, hidden.grad, atol=1e-5)
+    assert torch.allclose(padded.grad[:100], weight.grad, atol=1e-5)
+    assert torch.count_nonzero(padded.grad[100:]) == 0
+
+
 @pytest.mark.gpu
 def test_flash_varlen_matches_sdpa(tiny_model):
     from llamaforge_trainer.packed import flash_attn_available

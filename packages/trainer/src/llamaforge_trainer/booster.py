@@ -8,10 +8,16 @@ Order matters and is always the same:
 4. the warm-up + cosine schedule (Colossal-LLaMA's CosineAnnealingWarmupLR).
 5. ``booster.boost`` wraps model and optimizer (DDP, ZeRO, Gemini, 3d).
 Each stage calls 3-5 again, because what is trainable changes between stages.
+
+Weights are loaded in fp32 for every plugin: ZeRO, Gemini and 3d cast the module to the
+compute precision themselves and keep fp32 master weights in the optimizer; ``ddp`` keeps fp32
+weights and runs the forward under ``torch.autocast`` (bf16), or ColossalAI's torch AMP with
+a loss scaler (fp16, CUDA only).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 
@@ -21,7 +27,7 @@ import torch.distributed as dist
 from llamaforge_trainer.config import StageConfig, TrainConfig
 from llamaforge_trainer.errors import TrainError
 
-GPU_ONLY = {"gemini", "gemini_auto", "zero2", "zero2_cpu", "3d"}
+GPU_ONLY = {"gemini", "gemini_auto", "zero2", "zero2_cpu"}
 
 
 @dataclass
@@ -29,6 +35,40 @@ class Dist:
     rank: int
     world_size: int
     device: torch.device
+
+
+@dataclass
+class Layout:
+    """How the processes split the work, as the plugin set it up.
+
+    ``dp_*``: the data-parallel group — ranks in it read different rows; ranks outside it in
+    the same tensor / sequence group read the same rows. ``grad_average``: how many ranks the
+    plugin averages gradients over (data × sequence parallel for ``all_to_all``), which the
+    loss scale has to undo. ``tp_group``: the tensor-parallel group of a sharded LM head.
+    """
+
+    dp_group: object
+    dp_rank: int
+    dp_size: int
+    grad_average: int
+    tp_group: object = None
+
+
+def layout(plugin) -> Layout:
+    """The :class:`Layout` a boosted plugin gives this rank."""
+    from colossalai.booster.plugin import HybridParallelPlugin
+
+    if isinstance(plugin, HybridParallelPlugin):
+        group = plugin.dp_group
+        return Layout(
+            dp_group=group,
+            dp_rank=dist.get_rank(group),
+            dp_size=dist.get_world_size(group),
+            grad_average=dist.get_world_size(plugin.mixed_dp_group),
+            tp_group=plugin.tp_group if plugin.tp_size > 1 else None,
+        )
+    world = dist.get_world_size()
+    return Layout(dist.group.WORLD, dist.get_rank(), world, world)
 
 
 def _free_port() -> int:
@@ -68,8 +108,16 @@ def launch(seed: int) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), device)
 
 
-def build_plugin(config: TrainConfig):
-    """The Booster plugin named in the config."""
+def can_skip_sync(config: TrainConfig) -> bool:
+    """Whether the plugin can hold back gradient synchronisation between micro-batches
+    (Gemini cannot, nor ZeRO-2 inside the 3d plugin; they sync every micro-batch instead)."""
+    if config.plugin in ("gemini", "gemini_auto"):
+        return False
+    return not (config.plugin == "3d" and config.zero_stage == 2)
+
+
+def build_plugin(config: TrainConfig, stage: StageConfig):
+    """The Booster plugin named in the config (gradient clipping at the stage's norm)."""
     if config.plugin in GPU_ONLY and not torch.cuda.is_available():
         raise TrainError(
             f"plugin {config.plugin!r} needs CUDA, and no GPU is visible; use "
@@ -92,7 +140,7 @@ def build_plugin(config: TrainConfig):
             placement_policy=placement,
             offload_optim_frac=1.0 if config.cpu_offload else 0.0,
             initial_scale=2**16,
-            max_norm=config.stages[0].max_grad_norm,
+            max_norm=stage.max_grad_norm,
         )
     if config.plugin in ("zero2", "zero2_cpu"):
         return LowLevelZeroPlugin(
@@ -100,7 +148,24 @@ def build_plugin(config: TrainConfig):
             precision=precision,
             initial_scale=2**16,
             cpu_offload=config.plugin == "zero2_cpu",
-            max_norm=config.stages[0].max_grad_norm,
+            max_norm=stage.max_grad_norm,
+        )
+    from llamaforge_trainer.sharding import cpu_accelerator_compat, packed_llama_policy
+
+    if not torch.cuda.is_available():
+        if config.sp > 1:
+            raise TrainError(
+                "plugin '3d': sequence parallelism needs CUDA (gloo has no all-to-all or "
+                "reduce-scatter); on CPU use tp and data parallelism"
+            )
+        if config.zero_stage > 0:
+            raise TrainError("plugin '3d': zero_stage > 0 needs CUDA; on CPU use zero_stage = 0")
+    cpu_accelerator_compat()
+    world = dist.get_world_size()
+    if world % (config.tp * config.pp * (config.sp if config.sp_mode == "all_to_all" else 1)):
+        raise TrainError(
+            f"plugin '3d': {world} processes cannot be split into tp={config.tp} × pp="
+            f"{config.pp} × sp={config.sp} groups (the world size must be a multiple)"
         )
     return HybridParallelPlugin(
         tp_size=config.tp,
@@ -111,11 +176,13 @@ def build_plugin(config: TrainConfig):
         zero_stage=config.zero_stage,
         cpu_offload=config.cpu_offload,
         precision=precision,
-        # shardformer swaps in ColossalAI's fused RMSNorm and flash attention where available
-        enable_fused_normalization=True,
-        enable_flash_attention=True,
-        microbatch_size=1,
-        max_norm=config.stages[0].max_grad_norm,
+        # apex's fused RMSNorm where installed (ShardFormer 0.5.0 fails without apex instead
+        # of falling back); its flash attention stays off: it would let packed documents see
+        # each other
+        enable_fused_normalization=importlib.util.find_spec("apex") is not None,
+        enable_flash_attention=False,
+        custom_policy=packed_llama_policy(),
+        max_norm=stage.max_grad_norm,
         initial_scale=2**16,
     )
 
@@ -150,15 +217,17 @@ def build_scheduler(optimizer, stage: StageConfig):
 
 
 def boost(config: TrainConfig, module, stage: StageConfig):
-    """Wrap ``module`` for ``stage``: returns (booster, model, optimizer, scheduler)."""
+    """Wrap ``module`` for ``stage``: returns (booster, model, optimizer, scheduler, layout)."""
     from colossalai.booster import Booster
 
-    plugin = build_plugin(config)
+    plugin = build_plugin(config, stage)
     mixed = None
-    if config.plugin == "ddp" and config.precision != "fp32" and torch.cuda.is_available():
-        mixed = config.precision  # torch autocast through the Booster
+    if config.plugin == "ddp" and config.precision == "fp16":
+        mixed = "fp16"  # torch AMP with a loss scaler; bf16 runs under autocast (trainer)
     booster = Booster(plugin=plugin, mixed_precision=mixed)
     optimizer = build_optimizer(module.parameters(), stage)
     scheduler = build_scheduler(optimizer, stage)
     model, optimizer, _, _, scheduler = booster.boost(module, optimizer, lr_scheduler=scheduler)
-    return booster, model, optimizer, scheduler
+    parts = layout(plugin)
+    module.tp_group = parts.tp_group
+    return booster, model, optimizer, scheduler, parts

@@ -101,3 +101,28 @@ def check_writable(output_dir: str | Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise TrainError(f"{out}: cannot write checkpoints there ({exc.strerror})") from None
+
+
+def load_model_weights(model_dir: Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The full state dict of a Booster-saved model dir (sharded or not, torch or
+    safetensors), keys with ``prefix`` removed. ColossalAI gathers tensor-parallel shards
+    when it saves, so this holds whole tensors whatever the plugin."""
+    model_dir = Path(model_dir)
+    index = next(iter(sorted(model_dir.glob("*.index.json"))), None)
+    if index is not None:
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        weights = (".bin", ".safetensors")
+        files = [p.name for p in sorted(model_dir.iterdir()) if p.suffix in weights]
+    if not files:
+        raise TrainError(f"{model_dir}: no model weights in this checkpoint")
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        if name.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            part = load_file(str(model_dir / name))
+        else:
+            part = torch.load(model_dir / name, map_location="cpu", weights_only=True)
+        state.update({k.removeprefix(prefix): v for k, v in part.items()})
+    return state

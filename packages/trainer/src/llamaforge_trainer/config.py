@@ -38,6 +38,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 TRAINABLE = ("all", "embeddings", "lora")
 ATTENTION = ("auto", "flash", "docwise", "sdpa", "eager")
 NAN_POLICY = ("stop", "skip")
+SP_MODES = ("split_gather", "all_to_all")
 
 
 @dataclass(kw_only=True)
@@ -95,7 +96,7 @@ class TrainConfig:
     stages: list[StageConfig]
     """Run in order; each has its own data, lr, steps and trainable parameters."""
     plugin: str = "ddp"
-    """ColossalAI Booster plugin. Only ``ddp`` runs without CUDA."""
+    """ColossalAI Booster plugin. ``ddp`` and ``3d`` run without CUDA (gloo)."""
     precision: str = "fp32"
     """Compute precision (``bf16`` / ``fp16`` need a GPU for speed)."""
     seed: int = 42
@@ -123,7 +124,7 @@ class TrainConfig:
     sp: int = 1
     """3d plugin: sequence parallel size."""
     sp_mode: str = "split_gather"
-    """3d plugin: split_gather, ring or all_to_all."""
+    """3d plugin: ``split_gather`` (shares the tp group: sp = tp) or ``all_to_all``."""
     zero_stage: int = 0
     """3d plugin: ZeRO stage."""
     cpu_offload: bool = False
@@ -154,12 +155,34 @@ class TrainConfig:
                 problems.append(message)
 
         check(self.plugin in PLUGINS, f"plugin: {self.plugin!r} is not one of {', '.join(PLUGINS)}")
-        check(
-            self.plugin != "3d",
-            "plugin: '3d' is not available yet: ColossalAI's ShardFormer only shards a bare HF "
-            "model and replaces its attention with one that would let documents of a packed "
-            "row see each other; use ddp, zero2, zero2_cpu, gemini or gemini_auto",
-        )
+        if self.plugin == "3d":
+            check(
+                self.pp == 1,
+                "pp: pipeline parallelism is not available: ColossalAI's pipeline schedule runs "
+                "the HF model's own forward stage by stage, which computes full logits and "
+                "knows nothing of the packed loss; use tp / sp / zero_stage",
+            )
+            check(self.tp >= 1 and self.sp >= 1, "tp, sp: must be ≥ 1")
+            check(
+                self.sp_mode in SP_MODES,
+                f"sp_mode: {self.sp_mode!r} is not one of {', '.join(SP_MODES)} (ring "
+                "attention needs ShardFormer's flash attention, which ignores documents "
+                "inside packed rows)",
+            )
+            check(
+                self.sp == 1 or self.sp_mode != "split_gather" or self.sp == self.tp,
+                "sp: split_gather sequence parallelism shares the tensor-parallel group; set "
+                "sp = tp",
+            )
+            check(self.zero_stage in (0, 1, 2), "zero_stage: must be 0, 1 or 2")
+            check(
+                self.zero_stage == 0 or self.precision != "fp32",
+                "zero_stage: ZeRO inside the 3d plugin needs precision bf16 or fp16",
+            )
+            check(
+                all(s.trainable != "lora" for s in self.stages),
+                "stages: trainable = 'lora' runs with plugin ddp only",
+            )
         check(
             self.precision in PRECISIONS,
             f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -140,21 +141,91 @@ def shift_labels(labels: torch.Tensor, position_ids: torch.Tensor) -> torch.Tens
     return target
 
 
-def _chunk_loss(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+class _CopyToGroup(torch.autograd.Function):
+    """Identity forward; gradients summed over the group backward (input replicated there)."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+class _SumOverGroup(torch.autograd.Function):
+    """Sum over the group forward; identity backward (the result is replicated there)."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        x = x.clone()
+        dist.all_reduce(x, group=group)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def _chunk_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    vocab_size: int,
+    group=None,
+) -> torch.Tensor:
+    """Summed cross-entropy of one chunk. ``weight`` holds rows ``[start, start + rows)`` of the
+    (possibly padded) output projection, ``start = rank × rows`` within ``group``; rows at or
+    beyond ``vocab_size`` are padding and never take part in the softmax."""
+    rows = weight.shape[0]
+    if group is None and rows == vocab_size:
+        return F.cross_entropy(F.linear(hidden, weight).float(), target, reduction="sum")
+    start = rows * (dist.get_rank(group) if group is not None else 0)
+    if group is not None:
+        hidden = _CopyToGroup.apply(hidden, group)
     logits = F.linear(hidden, weight).float()
-    return F.cross_entropy(logits, target, reduction="sum")
+    columns = torch.arange(start, start + rows, device=logits.device)
+    logits = logits.masked_fill(columns >= vocab_size, float("-inf"))
+    peak = logits.detach().amax(dim=-1)
+    if group is not None:
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
+    sum_exp = torch.exp(logits - peak[:, None]).sum(dim=-1)
+    local = target - start
+    mine = (local >= 0) & (local < rows)
+    picked = logits.gather(1, local.clamp(0, rows - 1)[:, None]).squeeze(1)
+    picked = torch.where(mine, picked, torch.zeros_like(picked))
+    if group is not None:
+        sum_exp = _SumOverGroup.apply(sum_exp, group)
+        picked = _SumOverGroup.apply(picked, group)
+    return (torch.log(sum_exp) + peak - picked).sum()
 
 
 def chunked_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, chunk: int
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    chunk: int,
+    *,
+    vocab_size: int | None = None,
+    group=None,
 ) -> torch.Tensor:
-    """Sum of cross-entropy over positions with a target, ``chunk`` positions at a time."""
+    """Sum of cross-entropy over positions with a target, ``chunk`` positions at a time.
+
+    ``weight`` is the output projection, or — tensor parallel — this rank's slice of its rows
+    (``group``: the tensor-parallel group; each rank gets the same loss, and the gradient
+    of ``hidden`` is summed over the group). ``vocab_size``: the real vocabulary when the
+    projection carries padding rows (ColossalAI pads it to a multiple of 64 × tp).
+    """
+    vocab_size = vocab_size or weight.shape[0] * (dist.get_world_size(group) if group else 1)
     keep = target.reshape(-1) != IGNORE
     h = hidden.reshape(-1, hidden.shape[-1])[keep]
     t = target.reshape(-1)[keep]
     total = hidden.new_zeros((), dtype=torch.float32)
     for lo in range(0, t.numel(), chunk):
-        part = (h[lo : lo + chunk], weight, t[lo : lo + chunk])
+        part = (h[lo : lo + chunk], weight, t[lo : lo + chunk], vocab_size, group)
         if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
             total = total + checkpoint(_chunk_loss, *part, use_reentrant=False)
         else:
@@ -166,12 +237,15 @@ class PackedCausalLM(nn.Module):
     """Wraps a ``*ForCausalLM`` so that forward returns ``(loss_sum, target_tokens)``.
 
     This is the module handed to the Booster (so DDP's hooks see the whole computation).
+    ``tp_group``: set when the ``3d`` plugin shards the LM head over a tensor-parallel group.
     """
 
     def __init__(self, causal_lm: nn.Module, *, loss_chunk: int = 1024):
         super().__init__()
         self.causal_lm = causal_lm
         self.loss_chunk = loss_chunk
+        self.vocab_size = causal_lm.config.vocab_size
+        self.tp_group = None
 
     def base(self) -> nn.Module:
         lm = self.causal_lm
@@ -194,6 +268,11 @@ class PackedCausalLM(nn.Module):
         ).last_hidden_state
         target = shift_labels(labels, position_ids)
         loss = chunked_cross_entropy(
-            hidden, lm.get_output_embeddings().weight, target, self.loss_chunk
+            hidden,
+            lm.get_output_embeddings().weight,
+            target,
+            self.loss_chunk,
+            vocab_size=self.vocab_size,
+            group=self.tp_group,
         )
         return loss, (target != IGNORE).sum()

@@ -14,10 +14,12 @@ import torch
 import torch.distributed as dist
 
 from llamaforge_trainer import booster as boosting
+from llamaforge_trainer.booster import Layout
 from llamaforge_trainer.checkpoint import (
     check_writable,
     latest_checkpoint,
     load_checkpoint,
+    load_model_weights,
     save_checkpoint,
 )
 from llamaforge_trainer.config import StageConfig, TrainConfig
@@ -36,10 +38,11 @@ from llamaforge_trainer.model import (
     attach_lora,
     check_data_fits_model,
     load_causal_lm,
+    load_trained_weights,
     save_hf,
     set_trainable,
 )
-from llamaforge_trainer.packed import PackedCausalLM, choose_attention
+from llamaforge_trainer.packed import DOCWISE, PackedCausalLM, choose_attention
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +66,15 @@ class Trainer:
         check_writable(self.out)
         self.dist = boosting.launch(config.seed)
         torch.manual_seed(config.seed + self.dist.rank)
+        if config.precision == "fp16" and self.dist.device.type != "cuda":
+            raise TrainError("precision 'fp16' needs CUDA; on CPU use 'bf16' or 'fp32'")
         attention = choose_attention(config.attention)
+        if config.plugin == "3d" and attention == DOCWISE:
+            # ShardFormer's LLaMA forward takes no per-document spans: the block mask it is.
+            attention = "sdpa"
         self.flat = attention == "flash_attention_2"  # varlen kernel wants one flat sequence
-        dtype = DTYPES[config.precision] if self.dist.device.type == "cuda" else torch.float32
-        self.causal_lm = load_causal_lm(config.model, attention=attention, dtype=dtype)
+        dtype = DTYPES[config.precision]  # the compute precision; weights load in fp32
+        self.causal_lm = load_causal_lm(config.model, attention=attention, dtype=torch.float32)
         if config.gradient_checkpointing:
             self.causal_lm.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -78,18 +86,17 @@ class Trainer:
 
     # -- one optimizer step -------------------------------------------------------------------
     def train_step(
-        self, booster, model, optimizer, batches: list[dict], stage: StageConfig
+        self, booster, model, optimizer, batches: list[dict], stage: StageConfig, parts: Layout
     ) -> tuple[float, float | None, int]:
         """Forward/backward over ``batches`` (gradient accumulation); returns
         (mean loss per target token over all processes, grad norm, input tokens)."""
-        world = self.dist.world_size
         counts = torch.tensor(
             [
                 float(sum(target_count(b) for b in batches)),
                 float(sum(b["real_tokens"] for b in batches)),
             ]
         )
-        dist.all_reduce(counts)
+        dist.all_reduce(counts, group=parts.dp_group)
         n_targets, n_tokens = counts.tolist()
         if n_targets == 0:
             raise TrainError(f"stage {stage.name!r}: a step has no tokens with labels")
@@ -98,26 +105,36 @@ class Trainer:
             last = i == len(batches) - 1
             sync = (
                 contextlib.nullcontext()
-                if last or world == 1
+                if last or parts.grad_average == 1 or not boosting.can_skip_sync(self.config)
                 else booster.no_sync(model, optimizer)
             )
             with sync:
                 batch = to_device(batch, self.dist.device)
-                part, _ = model(batch["input_ids"], batch["labels"], batch["position_ids"])
-                # DDP averages gradients over processes: scale so the result is the mean over
-                # every target token of the step, whatever the split into micro-batches.
-                booster.backward(part * world / n_targets, optimizer)
+                with self._autocast():
+                    part, _ = model(batch["input_ids"], batch["labels"], batch["position_ids"])
+                # The plugin averages gradients over its data-parallel ranks: scale so the
+                # result is the mean over every target token of the step, however the rows
+                # are split into processes and micro-batches.
+                booster.backward(part * parts.grad_average / n_targets, optimizer)
             loss_sum += part.detach().double().cpu()
-        dist.all_reduce(loss_sum)
+        dist.all_reduce(loss_sum, group=parts.dp_group)
         loss = float(loss_sum) / n_targets
         grad_norm = None
         if not math.isfinite(loss):
             return loss, None, int(n_tokens)
-        if stage.max_grad_norm > 0:
+        if stage.max_grad_norm > 0 and self.config.plugin == "ddp":
             grad_norm = optimizer.clip_grad_by_norm(stage.max_grad_norm)
-            grad_norm = float(grad_norm) if grad_norm is not None else None
         optimizer.step()
+        if self.config.plugin != "ddp":  # these plugins clip inside step (max_norm)
+            grad_norm = optimizer.get_grad_norm()
+        grad_norm = float(grad_norm) if grad_norm is not None else None
         return loss, grad_norm, int(n_tokens)
+
+    def _autocast(self):
+        """bf16 autocast for the ``ddp`` plugin (the others cast the model themselves)."""
+        if self.config.plugin == "ddp" and self.config.precision == "bf16":
+            return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     # -- a stage ------------------------------------------------------------------------------
     def run_stage(
@@ -137,8 +154,8 @@ class Trainer:
             check_data_fits_model(self.module.base(), Path(config.model), manifests, data)
         from llamaforge_datapack import ResumableSampler
 
-        sampler = ResumableSampler(len(data), rank=self.dist.rank, world_size=self.dist.world_size)
-        booster, model, optimizer, scheduler = boosting.boost(config, self.module, stage)
+        booster, model, optimizer, scheduler, parts = boosting.boost(config, self.module, stage)
+        sampler = ResumableSampler(len(data), rank=parts.dp_rank, world_size=parts.dp_size)
         step = 0
         if resume is not None:
             saved = load_checkpoint(Path(resume["path"]), booster, model, optimizer, scheduler)
@@ -161,7 +178,9 @@ class Trainer:
                 neftune.step = self.result.global_step
             group = [next(batches) for _ in range(stage.grad_accum)]
             lr = scheduler.get_last_lr()[0]  # the rate this step uses
-            loss, grad_norm, tokens = self.train_step(booster, model, optimizer, group, stage)
+            loss, grad_norm, tokens = self.train_step(
+                booster, model, optimizer, group, stage, parts
+            )
             step += 1
             self.result.global_step += 1
             if not math.isfinite(loss):
@@ -225,6 +244,20 @@ class Trainer:
             self.config.keep_last,
         )
 
+    def _export(self, out: Path) -> None:
+        """A plain HF dir. ``ddp`` holds whole weights in the module; ZeRO, Gemini and 3d hold
+        shards or chunks, so the weights come gathered from the final checkpoint instead."""
+        model_dir = Path(self.config.model)
+        if self.config.plugin == "ddp":
+            save_hf(self.causal_lm, model_dir, out)
+            return
+        last = latest_checkpoint(self.out)
+        if last is None:
+            raise TrainError(f"{self.out}: no checkpoint to export from")
+        lm = load_causal_lm(model_dir, attention="sdpa", dtype=torch.float32)
+        load_trained_weights(lm, load_model_weights(last / "model", prefix="causal_lm."))
+        save_hf(lm, model_dir, out)
+
     # -- the run ------------------------------------------------------------------------------
     def train(self) -> TrainResult:
         """Run (or resume) every stage, then export and plot."""
@@ -258,7 +291,7 @@ class Trainer:
         if self.dist.rank == 0:
             if self.config.export:
                 self.result.export_dir = self.out / "export"
-                save_hf(self.causal_lm, Path(self.config.model), self.result.export_dir)
+                self._export(self.result.export_dir)
             plot_loss(self.out)
         dist.barrier()
         self.metrics.close()

@@ -1,0 +1,79 @@
+"""The ``3d`` plugin (ColossalAI's HybridParallelPlugin) applied to our packed-loss wrapper.
+
+ShardFormer picks a policy by the class of the module handed to the Booster; ours is
+``PackedCausalLM``, which it does not know. ``PackedLlamaPolicy`` is ColossalAI's own LLaMA
+causal-LM policy pointed at the wrapped HF model: tensor-parallel linears, vocabulary-parallel
+embedding and LM head, sequence parallelism, fused RMSNorm where apex is installed. Two things
+are kept ours:
+
+* attention: the policy's flash-attention replacement is *not* enabled (its ColoAttention
+  knows padding, not documents inside a packed row). The HF attention runs with the additive
+  block-diagonal causal mask (``sdpa``), or transformers' flash-attn varlen path from the
+  position-id restarts; with sequence parallelism ShardFormer's own attention applies the
+  same mask.
+* the loss: our chunked cross-entropy, made vocabulary-parallel (see ``packed.py``).
+
+Pipeline parallelism is not wired: its schedule runs the HF model's own forward stage by
+stage, which computes full logits and knows nothing of our loss; ``pp > 1`` is refused.
+
+``cpu_accelerator_compat`` fills in what ColossalAI 0.5.0's CPU accelerator lacks for
+ShardFormer (its RNG calls raise or call ``torch.get_rng_state`` wrongly), so that the ``3d``
+plugin runs on CPU with gloo — the tests use it with 2 processes. It is applied only when no
+CUDA device is visible and never changes CUDA behaviour.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def cpu_accelerator_compat() -> None:
+    """Give ColossalAI's CPU accelerator the RNG and sync calls ShardFormer makes (idempotent)."""
+    if torch.cuda.is_available():
+        return
+    from colossalai.accelerator.cpu_accelerator import CpuAccelerator
+
+    if getattr(CpuAccelerator, "_llamaforge_compat", False):
+        return
+
+    def get_rng_state(self, device=None):
+        return torch.get_rng_state()
+
+    def set_rng_state(self, new_state, device=None):
+        torch.set_rng_state(new_state)
+
+    def manual_seed(self, seed):
+        torch.manual_seed(seed)
+
+    def synchronize(self, device=None):
+        return None
+
+    CpuAccelerator.get_rng_state = get_rng_state
+    CpuAccelerator.set_rng_state = set_rng_state
+    CpuAccelerator.manual_seed = manual_seed
+    CpuAccelerator.manual_seed_all = manual_seed
+    CpuAccelerator.initial_seed = lambda self: torch.initial_seed()
+    CpuAccelerator.synchronize = synchronize
+    CpuAccelerator.empty_cache = lambda self: None
+    CpuAccelerator._llamaforge_compat = True
+
+
+def packed_llama_policy():
+    """A ShardFormer policy instance for a :class:`PackedCausalLM` around a LLaMA causal LM."""
+    from colossalai.shardformer.policies.llama import LlamaForCausalLMPolicy
+
+    class PackedLlamaPolicy(LlamaForCausalLMPolicy):
+        """LLaMA's causal-LM policy, pointed at the HF model inside the wrapper."""
+
+        def set_model(self, model):
+            self.wrapper = model
+            super().set_model(model.base())
+
+        def preprocess(self):
+            super().preprocess()
+            return self.wrapper
+
+        def postprocess(self):
+            return self.wrapper
+
+    return PackedLlamaPolicy()
