@@ -7,6 +7,7 @@ Sequence parallelism and ZeRO inside 3d need collectives gloo lacks; they are GP
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -17,28 +18,24 @@ import torch
 from safetensors.torch import load_file
 
 from llamaforge_trainer import StageConfig, TrainConfig, TrainError
+from llamaforge_trainer.checkpoint import load_model_weights
 from llamaforge_trainer.metrics import read_metrics
 from llamaforge_trainer.trainer import Trainer
 
-STEPS = 6
+STAGES = [
+    {"name": "embeddings", "trainable": "embeddings", "steps": 2, "lr": 1e-2},
+    {"name": "full", "trainable": "all", "steps": 4, "lr": 3e-3, "micro_batch_size": 2},
+]
 
 
 def _recipe(tmp: Path, model: Path, data: Path, name: str, **top) -> Path:
-    extra = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in top.items())
+    lines = [f'model = "{model}"', f'output_dir = "{tmp / name}"', "save_interval = 3"]
+    lines += ["keep_last = 5", *(f"{k} = {json.dumps(v)}" for k, v in top.items())]
+    for stage in STAGES:
+        lines += ["[[stages]]", f'data = ["{data}"]']
+        lines += [f"{k} = {json.dumps(v)}" for k, v in stage.items()]
     path = tmp / f"{name}.toml"
-    path.write_text(f'''
-model = "{model}"
-output_dir = "{tmp / name}"
-save_interval = 3
-keep_last = 3
-{extra}
-[[stages]]
-name = "full"
-data = ["{data}"]
-steps = {STEPS}
-lr = 3e-3
-micro_batch_size = 2
-''')
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -54,6 +51,8 @@ def _losses(run: Path) -> list[float]:
 
 @pytest.fixture(scope="module")
 def tp_run(tiny_model, packed_text, tmp_path_factory) -> Path:
+    """Two stages (embeddings only, then everything), tensor parallel over 2 processes; the
+    model is built lazily and the weights loaded into the shards."""
     tmp = tmp_path_factory.mktemp("tp")
     _train(_recipe(tmp, tiny_model, packed_text, "tp2", plugin="3d", tp=2), nproc=2)
     return tmp / "tp2"
@@ -63,15 +62,13 @@ def tp_run(tiny_model, packed_text, tmp_path_factory) -> Path:
 def test_tensor_parallel_matches_ddp_and_exports_whole_weights(
     tp_run, tiny_model, packed_text, tmp_path
 ):
-    stage = StageConfig(
-        name="full", data=[str(packed_text)], steps=STEPS, lr=3e-3, micro_batch_size=2
-    )
+    stages = [StageConfig(data=[str(packed_text)], **s) for s in STAGES]
     ddp = TrainConfig(
-        model=str(tiny_model), output_dir=str(tmp_path / "ddp"), stages=[stage], save_interval=3
+        model=str(tiny_model), output_dir=str(tmp_path / "ddp"), stages=stages, save_interval=3
     )
     Trainer(ddp).train()
     ours, plain = _losses(tp_run), _losses(tmp_path / "ddp")
-    assert len(ours) == len(plain) == STEPS
+    assert len(ours) == len(plain) == sum(s["steps"] for s in STAGES)
     assert ours == pytest.approx(plain, abs=1e-4)
     assert plain[-1] < plain[0]
 
@@ -93,15 +90,24 @@ def test_tensor_parallel_matches_ddp_and_exports_whole_weights(
 
 
 @pytest.mark.slow
-def test_tensor_parallel_resumes_exactly(tp_run, tiny_model, packed_text, tmp_path):
+def test_tensor_parallel_embedding_stage_changes_only_embeddings(tp_run, tiny_model):
+    first = load_model_weights(tp_run / "checkpoints" / "step-00000002" / "model", "causal_lm.")
+    start = load_file(str(tiny_model / "model.safetensors"))
+    changed = {k for k in start if not torch.equal(start[k], first[k][: start[k].shape[0]])}
+    assert changed == {"model.embed_tokens.weight"}  # lm_head is tied to it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", [2, 5], ids=["at-a-stage-end", "inside-a-stage"])
+def test_tensor_parallel_resumes_exactly(tp_run, tiny_model, packed_text, tmp_path, step):
     recipe = _recipe(tmp_path, tiny_model, packed_text, "again", plugin="3d", tp=2)
     (tmp_path / "again" / "checkpoints").mkdir(parents=True)
-    middle = tp_run / "checkpoints" / "step-00000003"
+    middle = tp_run / "checkpoints" / f"step-{step:08d}"
     shutil.copytree(middle, tmp_path / "again" / "checkpoints" / middle.name)
     _train(recipe, nproc=2)
     resumed = read_metrics(tmp_path / "again")
-    assert [r["global_step"] for r in resumed] == [4, 5, 6]
-    assert [r["loss"] for r in resumed] == _losses(tp_run)[3:]  # bit for bit
+    assert [r["global_step"] for r in resumed] == list(range(step + 1, 7))
+    assert [r["loss"] for r in resumed] == _losses(tp_run)[step:]  # bit for bit
 
 
 def _config(tmp_path, model, data, **kw) -> TrainConfig:
@@ -128,13 +134,23 @@ def test_sequence_parallel_on_cpu_says_it_needs_cuda(tiny_model, packed_text, tm
 
 
 @pytest.mark.gpu
-def test_3d_zero1_bf16_on_one_gpu_tracks_ddp(tiny_model, packed_text, tmp_path):
+@pytest.mark.parametrize(
+    "plugin",
+    [
+        {"plugin": "3d", "zero_stage": 1},
+        {"plugin": "gemini"},
+        {"plugin": "zero2"},
+    ],
+    ids=["3d-zero1", "gemini-lazy", "zero2"],
+)
+def test_gpu_plugins_on_one_gpu_track_ddp(tiny_model, packed_text, tmp_path, plugin):
+    """bf16 on one GPU: the sharding plugins (Gemini and 3d built lazily) follow ddp's curve."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     curves = {}
-    for name, kw in {"ddp": {"plugin": "ddp"}, "3d": {"plugin": "3d", "zero_stage": 1}}.items():
+    for name, kw in {"ddp": {"plugin": "ddp"}, "other": plugin}.items():
         config = _config(tmp_path / name, tiny_model, packed_text, precision="bf16", **kw)
         config.stages[0].steps = 4
         Trainer(config).train()
         curves[name] = _losses(tmp_path / name / "run")
-    assert curves["3d"] == pytest.approx(curves["ddp"], rel=2e-2)
+    assert curves["other"] == pytest.approx(curves["ddp"], rel=2e-2)

@@ -28,6 +28,7 @@ from llamaforge_trainer.config import StageConfig, TrainConfig
 from llamaforge_trainer.errors import TrainError
 
 GPU_ONLY = {"gemini", "gemini_auto", "zero2", "zero2_cpu"}
+LAZY = {"gemini", "gemini_auto", "3d"}  # built under LazyInitContext, as Colossal-LLaMA does
 
 
 @dataclass

@@ -126,3 +126,40 @@ def load_model_weights(model_dir: Path, prefix: str = "") -> dict[str, torch.Ten
             part = torch.load(model_dir / name, map_location="cpu", weights_only=True)
         state.update({k.removeprefix(prefix): v for k, v in part.items()})
     return state
+
+
+def _hf_weight_files(model_dir: Path) -> list[Path]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [model_dir / n for n in names]
+    single = model_dir / "model.safetensors"
+    if not single.is_file():
+        raise TrainError(f"{model_dir}: no safetensors weights (model.safetensors)")
+    return [single]
+
+
+def load_hf_weights(model, model_dir: Path, names: list[str], prefix: str = "causal_lm.") -> None:
+    """Load an HF safetensors dir into a boosted (sharded / chunked) model, one file at a
+    time: each plugin's modules cut their own shard from the whole tensors. ``names``: the
+    state-dict keys of the module before boosting; every one must be filled (a tied output
+    projection excepted) and nothing else may be in the files."""
+    from colossalai.zero import GeminiDDP
+    from safetensors.torch import load_file
+
+    target = model if isinstance(model, GeminiDDP) else model.unwrap()
+    expected, loaded = set(names), set()
+    for path in _hf_weight_files(Path(model_dir)):
+        part = {prefix + k: v for k, v in load_file(str(path)).items()}
+        unknown = sorted(set(part) - expected)
+        if unknown:
+            raise TrainError(f"{path}: weights the model does not have: {unknown[:5]}")
+        target.load_state_dict(part, strict=False)
+        loaded |= set(part)
+    missing = sorted(expected - loaded - {prefix + "lm_head.weight"})
+    if prefix + "lm_head.weight" not in loaded and not getattr(
+        model.unwrap().base().config, "tie_word_embeddings", False
+    ):
+        missing.append(prefix + "lm_head.weight")
+    if missing:
+        raise TrainError(f"{model_dir}: weights missing for {missing[:5]}")

@@ -179,10 +179,10 @@ class TrainConfig:
                 self.zero_stage == 0 or self.precision != "fp32",
                 "zero_stage: ZeRO inside the 3d plugin needs precision bf16 or fp16",
             )
-            check(
-                all(s.trainable != "lora" for s in self.stages),
-                "stages: trainable = 'lora' runs with plugin ddp only",
-            )
+        check(
+            self.plugin == "ddp" or all(s.trainable != "lora" for s in self.stages),
+            "stages: trainable = 'lora' runs with plugin ddp only",
+        )
         check(
             self.precision in PRECISIONS,
             f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}",

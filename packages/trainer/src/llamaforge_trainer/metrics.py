@@ -60,14 +60,22 @@ def measure_matmul_flops(
     return 2 * size**3 / best
 
 
-def flops_per_token(model: torch.nn.Module, mean_doc_len: float) -> float:
-    config = model.config
+def matmul_parameters(model: torch.nn.Module) -> int:
+    """Parameters that take part in a matrix product per token: everything but the input
+    embedding, plus the output projection when it is tied to it. Taken before any plugin
+    shards the model (lazy tensors count too)."""
     embed = model.get_input_embeddings().weight.numel()
     n = sum(p.numel() for p in model.parameters()) - embed
-    if getattr(config, "tie_word_embeddings", False):
+    if getattr(model.config, "tie_word_embeddings", False):
         n += embed  # the tied output projection is a real matmul
+    return n
+
+
+def flops_per_token(matmul_params: int, config, mean_doc_len: float) -> float:
+    """Training FLOPs per token: 6 per matmul parameter, plus attention (12 · layers · d ·
+    the mean document length, since packed documents attend only within themselves)."""
     layers, d = config.num_hidden_layers, config.hidden_size
-    return 6 * n + 12 * layers * d * mean_doc_len
+    return 6 * matmul_params + 12 * layers * d * mean_doc_len
 
 
 class MetricsSink:

@@ -37,6 +37,34 @@ def load_causal_lm(model_dir: str | Path, *, attention: str, dtype: torch.dtype 
         raise TrainError(f"{model_dir}: cannot load the model ({exc})") from None
 
 
+def build_causal_lm(
+    model_dir: str | Path, *, attention: str, lazy: bool, device: torch.device
+) -> nn.Module:
+    """The model to train, in fp32. ``lazy``: built from its config under ColossalAI's
+    ``LazyInitContext`` — no tensor exists until the plugin materialises its own shard — and
+    the weights are loaded into the shards after boosting (``load_hf_weights``).
+
+    (``from_pretrained`` inside ``LazyInitContext``, Colossal-LLaMA's pattern, loses the
+    checkpoint with transformers 4.51: the replayed initialisation overwrites it.)
+    """
+    if not lazy:
+        return load_causal_lm(model_dir, attention=attention, dtype=torch.float32)
+    from colossalai.lazy import LazyInitContext
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise TrainError(f"{model_dir}: not an HF model dir (no config.json)")
+    try:
+        config = AutoConfig.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as exc:
+        raise TrainError(f"{model_dir}: cannot read the model config ({exc})") from None
+    with LazyInitContext(default_device=device):
+        return AutoModelForCausalLM.from_config(
+            config, torch_dtype=torch.float32, attn_implementation=attention
+        )
+
+
 def check_data_fits_model(model: nn.Module, model_dir: Path, manifests: list, data) -> None:
     """The data's tokenizer and lengths must suit the model; raise a clear error otherwise."""
     config = model.config

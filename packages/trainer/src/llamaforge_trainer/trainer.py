@@ -19,6 +19,7 @@ from llamaforge_trainer.checkpoint import (
     check_writable,
     latest_checkpoint,
     load_checkpoint,
+    load_hf_weights,
     load_model_weights,
     save_checkpoint,
 )
@@ -31,11 +32,18 @@ from llamaforge_trainer.data import (
     to_device,
 )
 from llamaforge_trainer.errors import TrainError
-from llamaforge_trainer.metrics import MetricsSink, flops_per_token, peak_flops, plot_loss
+from llamaforge_trainer.metrics import (
+    MetricsSink,
+    flops_per_token,
+    matmul_parameters,
+    peak_flops,
+    plot_loss,
+)
 from llamaforge_trainer.model import (
     DTYPES,
     NEFTune,
     attach_lora,
+    build_causal_lm,
     check_data_fits_model,
     load_causal_lm,
     load_trained_weights,
@@ -73,16 +81,30 @@ class Trainer:
             # ShardFormer's LLaMA forward takes no per-document spans: the block mask it is.
             attention = "sdpa"
         self.flat = attention == "flash_attention_2"  # varlen kernel wants one flat sequence
-        dtype = DTYPES[config.precision]  # the compute precision; weights load in fp32
-        self.causal_lm = load_causal_lm(config.model, attention=attention, dtype=torch.float32)
+        self.attention = attention
+        # ZeRO, Gemini and 3d own the module they boost (sharded / chunked in place), so each
+        # stage gets a fresh one; Gemini and 3d build it lazily and load the weights into
+        # their shards (LazyInitContext), the others load it whole.
+        self.fresh_per_stage = config.plugin != "ddp"
+        self.lazy = config.plugin in boosting.LAZY
+        self._build_module()
+        dtype = DTYPES[config.precision]  # the compute precision; weights stay fp32 masters
+        self.matmul_params = matmul_parameters(self.causal_lm)
+        self.metrics = MetricsSink(self.out, enabled=self.dist.rank == 0)
+        self.peak, self.peak_source = peak_flops(self.dist.device, dtype)
+        self.result = TrainResult(peak_source=self.peak_source)
+
+    def _build_module(self) -> None:
+        config = self.config
+        self.causal_lm = build_causal_lm(
+            config.model, attention=self.attention, lazy=self.lazy, device=self.dist.device
+        )
         if config.gradient_checkpointing:
             self.causal_lm.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
         self.module = PackedCausalLM(self.causal_lm, loss_chunk=config.loss_chunk)
-        self.metrics = MetricsSink(self.out, enabled=self.dist.rank == 0)
-        self.peak, self.peak_source = peak_flops(self.dist.device, dtype)
-        self.result = TrainResult(peak_source=self.peak_source)
+        self._boosted = False
 
     # -- one optimizer step -------------------------------------------------------------------
     def train_step(
@@ -141,6 +163,8 @@ class Trainer:
         self, index: int, stage: StageConfig, resume: dict | None, weights_from: Path | None
     ) -> None:
         config = self.config
+        if self._boosted and self.fresh_per_stage:
+            self._build_module()  # the weights come from the previous stage's checkpoint
         if stage.trainable == "lora":
             self.causal_lm = attach_lora(self.causal_lm, config.lora)
             self.module.causal_lm = self.causal_lm
@@ -154,6 +178,7 @@ class Trainer:
             check_data_fits_model(self.module.base(), Path(config.model), manifests, data)
         from llamaforge_datapack import ResumableSampler
 
+        self._weight_names = list(self.module.state_dict(keep_vars=True))  # before sharding
         booster, model, optimizer, scheduler, parts = boosting.boost(config, self.module, stage)
         sampler = ResumableSampler(len(data), rank=parts.dp_rank, world_size=parts.dp_size)
         step = 0
@@ -163,6 +188,9 @@ class Trainer:
             step, self.result.skipped_steps = saved["stage_step"], saved["skipped_steps"]
         elif weights_from is not None:
             booster.load_model(model, str(weights_from / "model"))
+        elif self.lazy:
+            load_hf_weights(model, Path(config.model), self._weight_names)
+        self._boosted = True
         neftune = (
             NEFTune(self.module.base().get_input_embeddings(), stage.neftune_alpha, config.seed)
             if stage.neftune_alpha > 0
@@ -199,7 +227,7 @@ class Trainer:
             elapsed = time.perf_counter() - start
             if fpt is None:
                 mean_doc = tokens / max(1, sum(len(b["lengths"]) for b in group))
-                fpt = flops_per_token(self.module.base(), mean_doc)
+                fpt = flops_per_token(self.matmul_params, self.causal_lm.config, mean_doc)
             row = {
                 "stage": stage.name,
                 "stage_step": step,
@@ -277,13 +305,17 @@ class Trainer:
                 resume = {"path": str(ckpt)}
             log.info("resuming from %s", ckpt)
         for index in range(first, len(stages)):
+            if index > first and self.fresh_per_stage:
+                weights = latest_checkpoint(self.out)  # written at the previous stage's end
             self.run_stage(
                 index,
                 stages[index],
                 resume if index == first else None,
-                weights if index == first else None,
+                weights if index == first or self.fresh_per_stage else None,
             )
-        if first >= len(stages) and weights is not None:  # everything was already done
+        if first >= len(stages) and weights is not None and not self.fresh_per_stage:
+            # Everything was already done: load the finished run's weights into the module
+            # the export reads from (the other plugins export from the checkpoint itself).
             # Load the finished run's weights into the module the export reads from.
             booster, model = boosting.boost(self.config, self.module, stages[-1])[:2]
             booster.load_model(model, str(weights / "model"))
