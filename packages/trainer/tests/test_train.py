@@ -104,6 +104,25 @@ def test_grad_accumulation_equals_bigger_batch(tiny_model, packed_text, tmp_path
         assert float(diff.max()) <= 0.1 * common["lr"] and float(diff.mean()) < 1e-6, k
 
 
+def test_bf16_on_ddp_runs_under_autocast_and_tracks_fp32(tiny_model, packed_text, tmp_path):
+    """ddp keeps fp32 weights and computes in bf16 under autocast (on CPU too); the loss
+    follows the fp32 run closely but not exactly, and the exported weights stay fp32."""
+    stage = [{"steps": 3, "lr": 3e-3}]
+    curves = {}
+    for precision in ("fp32", "bf16"):
+        config = _config(tmp_path / precision, tiny_model, packed_text, stage, precision=precision)
+        Trainer(config).train()
+        curves[precision] = [r["loss"] for r in read_metrics(config.output_dir)]
+    assert curves["bf16"] == pytest.approx(curves["fp32"], rel=2e-2)
+    assert curves["bf16"] != curves["fp32"]  # it did compute in bf16
+    exported = _weights(tmp_path / "bf16" / "run" / "export")
+    assert {v.dtype for v in exported.values()} == {torch.float32}
+    if not torch.cuda.is_available():
+        fp16 = _config(tmp_path / "fp16", tiny_model, packed_text, stage, precision="fp16")
+        with pytest.raises(TrainError, match="precision 'fp16' needs CUDA"):
+            Trainer(fp16)
+
+
 def test_nan_loss_stops_or_skips(tiny_model, packed_text, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()

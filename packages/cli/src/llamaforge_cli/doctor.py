@@ -24,6 +24,7 @@ _STACK = (
     "sentencepiece",
     "safetensors",
     "flash-attn",
+    "liger-kernel",
     "vllm",
 )
 
@@ -79,6 +80,17 @@ def _kernels() -> list[tuple[str, str]]:
         rows.append(("flash-attn", "[green]usable[/]"))
     except Exception as exc:  # noqa: BLE001
         rows.append(("flash-attn", f"[yellow]not usable[/] ({_short(exc)}); PyTorch SDPA is used"))
+    try:
+        import liger_kernel.ops  # noqa: F401  (Triton kernels: they run on CUDA only)
+
+        rows.append(("liger-kernel (fused RMSNorm)", "[green]importable[/] (used on CUDA)"))
+    except Exception as exc:  # noqa: BLE001
+        rows.append(
+            (
+                "liger-kernel (fused RMSNorm)",
+                f"[yellow]not usable[/] ({_short(exc)}); plain RMSNorm",
+            )
+        )
     return rows
 
 

@@ -38,6 +38,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 TRAINABLE = ("all", "embeddings", "lora")
 ATTENTION = ("auto", "flash", "docwise", "sdpa", "eager")
 NAN_POLICY = ("stop", "skip")
+FUSED = ("auto", "on", "off")
 SP_MODES = ("split_gather", "all_to_all")
 
 
@@ -105,6 +106,9 @@ class TrainConfig:
     """``auto`` (flash-attn varlen if installed, else SDPA with a block-diagonal mask), ..."""
     loss_chunk: int = 1024
     """Tokens per chunk of the chunked cross-entropy (full fp32 logits never materialise)."""
+    fused_rmsnorm: str = "auto"
+    """Liger's Triton RMSNorm on CUDA when liger-kernel is installed (``auto``), required
+    (``on``) or never (``off``). The 3d plugin uses apex's through ShardFormer instead."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
     save_interval: int = 100
@@ -190,6 +194,10 @@ class TrainConfig:
         check(
             self.attention in ATTENTION,
             f"attention: {self.attention!r} is not one of {', '.join(ATTENTION)}",
+        )
+        check(
+            self.fused_rmsnorm in FUSED,
+            f"fused_rmsnorm: {self.fused_rmsnorm!r} is not one of {', '.join(FUSED)}",
         )
         check(self.on_nan in NAN_POLICY, f"on_nan: {self.on_nan!r} is not stop or skip")
         check(self.save_interval >= 1, "save_interval: must be ≥ 1")

@@ -32,6 +32,7 @@ from llamaforge_trainer.data import (
     to_device,
 )
 from llamaforge_trainer.errors import TrainError
+from llamaforge_trainer.kernels import use_fused_rmsnorm
 from llamaforge_trainer.metrics import (
     MetricsSink,
     flops_per_token,
@@ -99,6 +100,9 @@ class Trainer:
         self.causal_lm = build_causal_lm(
             config.model, attention=self.attention, lazy=self.lazy, device=self.dist.device
         )
+        if config.plugin != "3d":  # ShardFormer swaps the norms itself (apex)
+            swapped = use_fused_rmsnorm(self.causal_lm, config.fused_rmsnorm)
+            log.info("fused RMSNorm: %d modules", swapped)
         if config.gradient_checkpointing:
             self.causal_lm.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
