@@ -91,6 +91,7 @@ def test_corrupt_cached_file_is_detected_and_rebuilt(tmp_path):
     assert any("corrupt" in s for s in steps)
 
 
+@pytest.mark.slow
 def test_corrupt_download_is_fetched_again(tmp_path):
     root = _seed_cache_with_download(tmp_path, "jieba-dict")
     (archive,) = (root / "downloads").rglob("*.tar.gz")

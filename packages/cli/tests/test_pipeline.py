@@ -66,6 +66,7 @@ text = {{zh = ["zh-held.txt"], en = ["en-held.txt"]}}
     return path
 
 
+@pytest.mark.slow
 def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
     recipe = load_recipe(_recipe(tmp_path, asset, tiny_llama))
     assert [(r.stage, r.action) for r in plan(recipe)] == [(s, "run") for s in STAGES]

@@ -52,6 +52,7 @@ def test_greedy_chat_equals_plain_generate(server):
     _assert_greedy_matches_generate(server)
 
 
+@pytest.mark.slow
 def test_cached_prompt_prefix_is_reused_and_exact(smollm2_server):
     engine = smollm2_server.engine
     hits, reused = engine.stats["prefix_hits"], engine.stats["prefix_tokens_reused"]

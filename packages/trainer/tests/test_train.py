@@ -30,6 +30,7 @@ def _weights(folder: Path) -> dict:
     return load_file(str(folder / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_two_stages_loss_decreases_and_export_loads(tiny_model, packed_text, tmp_path):
     cfg = _config(
         tmp_path,
