@@ -103,40 +103,38 @@ def check_writable(output_dir: str | Path) -> None:
         raise TrainError(f"{out}: cannot write checkpoints there ({exc.strerror})") from None
 
 
+def _weight_files(model_dir: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The weight files of a model dir: those its ``*.index.json`` names, else every file
+    with one of ``suffixes``."""
+    indexes = sorted(model_dir.glob("*.index.json"))
+    index = next((i for i in indexes if any(f"{s}." in i.name for s in suffixes)), None)
+    if index is not None:
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [model_dir / n for n in names]
+    return [p for p in sorted(model_dir.iterdir()) if p.suffix in suffixes]
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_model_weights(model_dir: Path, prefix: str = "") -> dict[str, torch.Tensor]:
     """The full state dict of a Booster-saved model dir (sharded or not, torch or
-    safetensors), keys with ``prefix`` removed. ColossalAI gathers tensor-parallel shards
-    when it saves, so this holds whole tensors whatever the plugin."""
+    safetensors), keys with ``prefix`` removed. ColossalAI gathers tensor-parallel shards and
+    removes its vocabulary padding when it saves, so this holds whole tensors whatever the
+    plugin."""
     model_dir = Path(model_dir)
-    index = next(iter(sorted(model_dir.glob("*.index.json"))), None)
-    if index is not None:
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    else:
-        weights = (".bin", ".safetensors")
-        files = [p.name for p in sorted(model_dir.iterdir()) if p.suffix in weights]
+    files = _weight_files(model_dir, (".bin", ".safetensors"))
     if not files:
         raise TrainError(f"{model_dir}: no model weights in this checkpoint")
     state: dict[str, torch.Tensor] = {}
-    for name in files:
-        if name.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            part = load_file(str(model_dir / name))
-        else:
-            part = torch.load(model_dir / name, map_location="cpu", weights_only=True)
-        state.update({k.removeprefix(prefix): v for k, v in part.items()})
+    for path in files:
+        state.update({k.removeprefix(prefix): v for k, v in _read_weights(path).items()})
     return state
-
-
-def _hf_weight_files(model_dir: Path) -> list[Path]:
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [model_dir / n for n in names]
-    single = model_dir / "model.safetensors"
-    if not single.is_file():
-        raise TrainError(f"{model_dir}: no safetensors weights (model.safetensors)")
-    return [single]
 
 
 def load_hf_weights(model, model_dir: Path, names: list[str], prefix: str = "causal_lm.") -> None:
@@ -145,12 +143,14 @@ def load_hf_weights(model, model_dir: Path, names: list[str], prefix: str = "cau
     state-dict keys of the module before boosting; every one must be filled (a tied output
     projection excepted) and nothing else may be in the files."""
     from colossalai.zero import GeminiDDP
-    from safetensors.torch import load_file
 
+    files = _weight_files(Path(model_dir), (".safetensors",))
+    if not files:
+        raise TrainError(f"{model_dir}: no safetensors weights (model.safetensors)")
     target = model if isinstance(model, GeminiDDP) else model.unwrap()
     expected, loaded = set(names), set()
-    for path in _hf_weight_files(Path(model_dir)):
-        part = {prefix + k: v for k, v in load_file(str(path)).items()}
+    for path in files:
+        part = {prefix + k: v for k, v in _read_weights(path).items()}
         unknown = sorted(set(part) - expected)
         if unknown:
             raise TrainError(f"{path}: weights the model does not have: {unknown[:5]}")

@@ -156,17 +156,10 @@ class NEFTune:
 def load_trained_weights(causal_lm: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Put a trained state dict (gathered from any plugin's checkpoint) into ``causal_lm``.
 
-    Rows that ColossalAI added to pad the vocabulary are dropped; a tied output projection
-    may be absent from the state. Anything else missing or unexpected is an error, not a
-    silently half-loaded model.
+    A tied output projection may be absent from the state. Anything else missing or
+    unexpected is an error, not a silently half-loaded model.
     """
-    own = causal_lm.state_dict()
-    fixed = {}
-    for key, value in state.items():
-        if key in own and value.shape != own[key].shape and value.shape[1:] == own[key].shape[1:]:
-            value = value[: own[key].shape[0]]  # vocabulary padding
-        fixed[key] = value
-    missing, unexpected = causal_lm.load_state_dict(fixed, strict=False)
+    missing, unexpected = causal_lm.load_state_dict(state, strict=False)
     tied = causal_lm.get_output_embeddings().weight is causal_lm.get_input_embeddings().weight
     missing = [k for k in missing if not (tied and k.endswith("lm_head.weight"))]
     if missing or unexpected:

@@ -108,7 +108,6 @@ class Trainer:
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
         self.module = PackedCausalLM(self.causal_lm, loss_chunk=config.loss_chunk)
-        self._boosted = False
 
     # -- one optimizer step -------------------------------------------------------------------
     def train_step(
@@ -167,8 +166,6 @@ class Trainer:
         self, index: int, stage: StageConfig, resume: dict | None, weights_from: Path | None
     ) -> None:
         config = self.config
-        if self._boosted and self.fresh_per_stage:
-            self._build_module()  # the weights come from the previous stage's checkpoint
         if stage.trainable == "lora":
             self.causal_lm = attach_lora(self.causal_lm, config.lora)
             self.module.causal_lm = self.causal_lm
@@ -182,7 +179,7 @@ class Trainer:
             check_data_fits_model(self.module.base(), Path(config.model), manifests, data)
         from llamaforge_datapack import ResumableSampler
 
-        self._weight_names = list(self.module.state_dict(keep_vars=True))  # before sharding
+        weight_names = list(self.module.state_dict(keep_vars=True))  # before sharding
         booster, model, optimizer, scheduler, parts = boosting.boost(config, self.module, stage)
         sampler = ResumableSampler(len(data), rank=parts.dp_rank, world_size=parts.dp_size)
         step = 0
@@ -193,8 +190,7 @@ class Trainer:
         elif weights_from is not None:
             booster.load_model(model, str(weights_from / "model"))
         elif self.lazy:
-            load_hf_weights(model, Path(config.model), self._weight_names)
-        self._boosted = True
+            load_hf_weights(model, Path(config.model), weight_names)
         neftune = (
             NEFTune(self.module.base().get_input_embeddings(), stage.neftune_alpha, config.seed)
             if stage.neftune_alpha > 0
@@ -310,6 +306,7 @@ class Trainer:
             log.info("resuming from %s", ckpt)
         for index in range(first, len(stages)):
             if index > first and self.fresh_per_stage:
+                self._build_module()  # the boosted one is sharded / chunked in place
                 weights = latest_checkpoint(self.out)  # written at the previous stage's end
             self.run_stage(
                 index,
@@ -320,7 +317,6 @@ class Trainer:
         if first >= len(stages) and weights is not None and not self.fresh_per_stage:
             # Everything was already done: load the finished run's weights into the module
             # the export reads from (the other plugins export from the checkpoint itself).
-            # Load the finished run's weights into the module the export reads from.
             booster, model = boosting.boost(self.config, self.module, stages[-1])[:2]
             booster.load_model(model, str(weights / "model"))
         dist.barrier()
