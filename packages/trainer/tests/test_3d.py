@@ -141,6 +141,17 @@ def test_3d_with_too_few_processes_says_so(tiny_model, packed_text, tmp_path):
         Trainer(config).train()
 
 
+def test_3d_refuses_a_vocabulary_tp_cannot_split_evenly(tiny_model, packed_text, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model.resize_token_embeddings(model.config.vocab_size + 1, mean_resizing=False)
+    model.save_pretrained(tmp_path / "odd", safe_serialization=True)
+    config = _config(tmp_path, tmp_path / "odd", packed_text, plugin="3d", tp=2)
+    with pytest.raises(TrainError, match=r"vocabulary \(\d+\) is not a multiple of tp=2"):
+        Trainer(config)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize(
     "plugin",

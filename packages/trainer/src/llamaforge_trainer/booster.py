@@ -183,6 +183,9 @@ def build_plugin(config: TrainConfig, stage: StageConfig):
         enable_fused_normalization=importlib.util.find_spec("apex") is not None,
         enable_flash_attention=False,
         custom_policy=packed_llama_policy(),
+        # no vocabulary padding beyond what tp needs: ColossalAI 0.5.0 cannot gather the
+        # optimizer state of a padded embedding when it saves (the Trainer checks vocab % tp)
+        make_vocab_size_divisible_by=1,
         max_norm=stage.max_grad_norm,
         initial_scale=2**16,
     )

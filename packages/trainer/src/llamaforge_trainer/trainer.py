@@ -89,6 +89,13 @@ class Trainer:
         self.fresh_per_stage = config.plugin != "ddp"
         self.lazy = config.plugin in boosting.LAZY
         self._build_module()
+        vocab = self.causal_lm.config.vocab_size
+        if config.plugin == "3d" and vocab % config.tp:
+            raise TrainError(
+                f"plugin '3d': the vocabulary ({vocab}) is not a multiple of tp={config.tp}; "
+                "ColossalAI 0.5.0 pads it and then cannot save the optimizer state — expand the "
+                "tokenizer to a multiple of tp (e.g. learn a few more pieces) or change tp"
+            )
         dtype = DTYPES[config.precision]  # the compute precision; weights stay fp32 masters
         self.matmul_params = matmul_parameters(self.causal_lm)
         self.metrics = MetricsSink(self.out, enabled=self.dist.rank == 0)
