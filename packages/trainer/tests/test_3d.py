@@ -1,7 +1,8 @@
 """The ``3d`` plugin (HybridParallelPlugin + ShardFormer) on our packed loss.
 
-On CPU it runs for real with gloo: tensor parallelism over 2 processes must give the loss curve
-of a plain one-process ddp run on the same rows, resume exactly, and export whole weights.
+On CPU it runs for real with gloo: tensor parallelism, and a 2-stage pipeline, over 2 processes
+must each give the loss curve of a plain one-process ddp run on the same rows, resume exactly,
+and export whole weights.
 Sequence parallelism and ZeRO inside 3d need collectives gloo lacks; they are GPU tests.
 """
 
@@ -28,10 +29,10 @@ STAGES = [
 ]
 
 
-def _recipe(tmp: Path, model: Path, data: Path, name: str, **top) -> Path:
+def _recipe(tmp: Path, model: Path, data: Path, name: str, stages=STAGES, **top) -> Path:
     lines = [f'model = "{model}"', f'output_dir = "{tmp / name}"', "save_interval = 3"]
     lines += ["keep_last = 5", *(f"{k} = {json.dumps(v)}" for k, v in top.items())]
-    for stage in STAGES:
+    for stage in stages:
         lines += ["[[stages]]", f'data = ["{data}"]']
         lines += [f"{k} = {json.dumps(v)}" for k, v in stage.items()]
     path = tmp / f"{name}.toml"
@@ -49,67 +50,99 @@ def _losses(run: Path) -> list[float]:
     return [row["loss"] for row in read_metrics(run)]
 
 
-@pytest.fixture(scope="module")
-def tp_run(tiny_model, packed_text, tmp_path_factory) -> Path:
-    """Two stages (embeddings only, then everything), tensor parallel over 2 processes; the
-    model is built lazily and the weights loaded into the shards."""
-    tmp = tmp_path_factory.mktemp("tp")
-    _train(_recipe(tmp, tiny_model, packed_text, "tp2", plugin="3d", tp=2), nproc=2)
-    return tmp / "tp2"
+# Each parallel layout over 2 processes: (plugin settings, stages). The pipeline fills its two
+# stages with two micro-batches a step (1F1B needs grad_accum ≥ pp).
+LAYOUTS = {
+    "tp2": ({"tp": 2}, STAGES),
+    "pp2": ({"pp": 2}, [dict(s, grad_accum=2) for s in STAGES]),
+}
+
+
+@pytest.fixture(scope="module", params=list(LAYOUTS))
+def parallel_run(request, tiny_model, packed_text, tmp_path_factory) -> tuple[Path, list[dict]]:
+    """Two stages (embeddings only, then everything) under the 3d plugin over 2 processes,
+    tensor parallel or pipelined; the model is built lazily and the weights loaded into the
+    shards (or into each pipeline stage's layers)."""
+    name = request.param
+    settings, stages = LAYOUTS[name]
+    tmp = tmp_path_factory.mktemp(name)
+    _train(_recipe(tmp, tiny_model, packed_text, name, stages, plugin="3d", **settings), nproc=2)
+    return tmp / name, stages
 
 
 @pytest.mark.slow
-def test_tensor_parallel_matches_ddp_and_exports_whole_weights(
-    tp_run, tiny_model, packed_text, tmp_path
+def test_parallel_run_matches_ddp_and_exports_whole_weights(
+    parallel_run, tiny_model, packed_text, tmp_path
 ):
-    stages = [StageConfig(data=[str(packed_text)], **s) for s in STAGES]
+    run, stage_settings = parallel_run
+    stages = [StageConfig(data=[str(packed_text)], **s) for s in stage_settings]
     ddp = TrainConfig(
         model=str(tiny_model), output_dir=str(tmp_path / "ddp"), stages=stages, save_interval=3
     )
     Trainer(ddp).train()
-    ours, plain = _losses(tp_run), _losses(tmp_path / "ddp")
-    assert len(ours) == len(plain) == sum(s["steps"] for s in STAGES)
+    ours, plain = _losses(run), _losses(tmp_path / "ddp")
+    assert len(ours) == len(plain) == sum(s["steps"] for s in stage_settings)
     assert ours == pytest.approx(plain, abs=1e-4)
     assert plain[-1] < plain[0]
 
-    tp_weights = load_file(str(tp_run / "export" / "model.safetensors"))
+    weights = load_file(str(run / "export" / "model.safetensors"))
     ddp_weights = load_file(str(tmp_path / "ddp" / "export" / "model.safetensors"))
     start = load_file(str(tiny_model / "model.safetensors"))
-    assert tp_weights.keys() == ddp_weights.keys()
+    assert weights.keys() == ddp_weights.keys()
     for key, value in ddp_weights.items():
-        assert tp_weights[key].shape == value.shape, key  # no vocabulary padding left
-        assert torch.allclose(tp_weights[key], value, atol=1e-3), key
-    assert any(not torch.equal(start[k], tp_weights[k]) for k in start)  # it did train
+        assert weights[key].shape == value.shape, key  # no vocabulary padding left
+        assert torch.allclose(weights[key], value, atol=1e-3), key
+    assert any(not torch.equal(start[k], weights[k]) for k in start)  # it did train
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(tp_run / "export")
-    tok = AutoTokenizer.from_pretrained(tp_run / "export")
+    model = AutoModelForCausalLM.from_pretrained(run / "export")
+    tok = AutoTokenizer.from_pretrained(run / "export")
     out = model.generate(**tok("人民", return_tensors="pt"), max_new_tokens=4, do_sample=False)
     assert out.shape[1] > 1
 
 
 @pytest.mark.slow
-def test_tensor_parallel_embedding_stage_changes_only_embeddings(tp_run, tiny_model):
-    first = load_model_weights(tp_run / "checkpoints" / "step-00000002" / "model", "causal_lm.")
+def test_parallel_embedding_stage_changes_only_embeddings(parallel_run, tiny_model):
+    run, _ = parallel_run
+    first = load_model_weights(run / "checkpoints" / "step-00000002" / "model", "causal_lm.")
     start = load_file(str(tiny_model / "model.safetensors"))
     changed = {k for k in start if not torch.equal(start[k], first[k])}
     assert changed == {"model.embed_tokens.weight"}  # lm_head is tied to it
 
 
 @pytest.mark.slow
-def test_tensor_parallel_resumes_exactly_inside_a_stage(tp_run, tiny_model, packed_text, tmp_path):
+def test_parallel_run_resumes_exactly_inside_a_stage(
+    parallel_run, tiny_model, packed_text, tmp_path
+):
     """(Resuming at a stage's end is what every run does between stages: the fresh module of
     stage 2 takes its weights from stage 1's last checkpoint.)"""
+    run, stages = parallel_run
+    settings = LAYOUTS[run.name][0]
     step = 5
-    recipe = _recipe(tmp_path, tiny_model, packed_text, "again", plugin="3d", tp=2)
+    recipe = _recipe(tmp_path, tiny_model, packed_text, "again", stages, plugin="3d", **settings)
     (tmp_path / "again" / "checkpoints").mkdir(parents=True)
-    middle = tp_run / "checkpoints" / f"step-{step:08d}"
+    middle = run / "checkpoints" / f"step-{step:08d}"
     shutil.copytree(middle, tmp_path / "again" / "checkpoints" / middle.name)
     _train(recipe, nproc=2)
     resumed = read_metrics(tmp_path / "again")
     assert [r["global_step"] for r in resumed] == list(range(step + 1, 7))
-    assert [r["loss"] for r in resumed] == _losses(tp_run)[step:]  # bit for bit
+    assert [r["loss"] for r in resumed] == _losses(run)[step:]  # bit for bit
+
+
+@pytest.mark.slow
+def test_tensor_parallel_pipeline_over_four_processes_matches_ddp(
+    tiny_model, packed_text, tmp_path
+):
+    """tp=2 inside each of 2 pipeline stages: the two compose."""
+    _, stages = LAYOUTS["pp2"]
+    recipe = _recipe(tmp_path, tiny_model, packed_text, "tp2pp2", stages, plugin="3d", tp=2, pp=2)
+    _train(recipe, nproc=4)
+    plain = [StageConfig(data=[str(packed_text)], **s) for s in stages]
+    Trainer(
+        TrainConfig(model=str(tiny_model), output_dir=str(tmp_path / "ddp"), stages=plain)
+    ).train()
+    assert _losses(tmp_path / "tp2pp2") == pytest.approx(_losses(tmp_path / "ddp"), abs=1e-4)
 
 
 def _config(tmp_path, model, data, **kw) -> TrainConfig:
@@ -118,8 +151,12 @@ def _config(tmp_path, model, data, **kw) -> TrainConfig:
 
 
 def test_3d_settings_that_cannot_work_are_refused(tiny_model, packed_text, tmp_path):
-    with pytest.raises(TrainError, match="pipeline parallelism is not available"):
+    with pytest.raises(TrainError, match=r"grad_accum: 1 micro-batches cannot fill a 2-stage"):
         _config(tmp_path, tiny_model, packed_text, plugin="3d", pp=2)
+    with pytest.raises(TrainError, match="pipeline runs with ZeRO stage 0 or 1"):
+        _config(
+            tmp_path, tiny_model, packed_text, plugin="3d", pp=2, zero_stage=2, precision="bf16"
+        )
     with pytest.raises(TrainError, match="sp_mode: 'ring'"):
         _config(tmp_path, tiny_model, packed_text, plugin="3d", sp=2, sp_mode="ring")
     with pytest.raises(TrainError, match="split_gather .* set sp = tp"):

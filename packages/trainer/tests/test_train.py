@@ -206,8 +206,7 @@ def test_config_errors_name_the_field(tmp_path):
     yaml_path.write_text("model: m\noutput_dir: o\nstages:\n  - {name: a, data: [d], steps: 2}\n")
     assert load_config(yaml_path).stages[0].steps == 2
     assert load_config(yaml_path, ["plugin=3d", "tp=2"]).tp == 2
-    with pytest.raises(TrainError, match="pp: pipeline parallelism is not available"):
-        load_config(yaml_path, ["plugin=3d", "pp=2"])
+    assert load_config(yaml_path, ["plugin=3d", "pp=2", "stages.0.grad_accum=4"]).pp == 2
 
 
 def test_lora_stage_trains_adapters_and_exports_merged(tiny_model, packed_text, tmp_path):

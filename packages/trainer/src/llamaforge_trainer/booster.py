@@ -46,6 +46,7 @@ class Layout:
     the same tensor / sequence group read the same rows. ``grad_average``: how many ranks the
     plugin averages gradients over (data × sequence parallel for ``all_to_all``), which the
     loss scale has to undo. ``tp_group``: the tensor-parallel group of a sharded LM head.
+    ``stage_manager`` / ``pp_group``: the pipeline's, when the plugin pipelines (``pp > 1``).
     """
 
     dp_group: object
@@ -53,6 +54,8 @@ class Layout:
     dp_size: int
     grad_average: int
     tp_group: object = None
+    stage_manager: object = None
+    pp_group: object = None
 
 
 def layout(plugin) -> Layout:
@@ -67,6 +70,8 @@ def layout(plugin) -> Layout:
             dp_size=dist.get_world_size(group),
             grad_average=dist.get_world_size(plugin.mixed_dp_group),
             tp_group=plugin.tp_group if plugin.tp_size > 1 else None,
+            stage_manager=plugin.stage_manager if plugin.pp_size > 1 else None,
+            pp_group=plugin.pp_group if plugin.pp_size > 1 else None,
         )
     world = dist.get_world_size()
     return Layout(dist.group.WORLD, dist.get_rank(), world, world)
@@ -151,7 +156,7 @@ def build_plugin(config: TrainConfig, stage: StageConfig):
             cpu_offload=config.plugin == "zero2_cpu",
             max_norm=stage.max_grad_norm,
         )
-    from llamaforge_trainer.sharding import cpu_accelerator_compat, packed_llama_policy
+    from llamaforge_trainer.sharding import cpu_accelerator_compat, p2p_compat, packed_llama_policy
 
     if not torch.cuda.is_available():
         if config.sp > 1:
@@ -162,6 +167,7 @@ def build_plugin(config: TrainConfig, stage: StageConfig):
         if config.zero_stage > 0:
             raise TrainError("plugin '3d': zero_stage > 0 needs CUDA; on CPU use zero_stage = 0")
     cpu_accelerator_compat()
+    p2p_compat()
     world = dist.get_world_size()
     if world % (config.tp * config.pp * (config.sp if config.sp_mode == "all_to_all" else 1)):
         raise TrainError(
@@ -171,6 +177,8 @@ def build_plugin(config: TrainConfig, stage: StageConfig):
     return HybridParallelPlugin(
         tp_size=config.tp,
         pp_size=config.pp,
+        # 1F1B over the step's micro-batches (gradient accumulation is the pipeline's fill)
+        num_microbatches=stage.grad_accum if config.pp > 1 else None,
         sp_size=config.sp if config.sp > 1 else None,
         sequence_parallelism_mode=config.sp_mode if config.sp > 1 else None,
         enable_sequence_parallelism=config.sp > 1,
@@ -234,4 +242,5 @@ def boost(config: TrainConfig, module, stage: StageConfig):
     model, optimizer, _, _, scheduler = booster.boost(module, optimizer, lr_scheduler=scheduler)
     parts = layout(plugin)
     module.tp_group = parts.tp_group
+    module.stage_manager = parts.stage_manager
     return booster, model, optimizer, scheduler, parts

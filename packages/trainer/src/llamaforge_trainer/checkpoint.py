@@ -148,18 +148,20 @@ def load_hf_weights(model, model_dir: Path, names: list[str], prefix: str = "cau
     if not files:
         raise TrainError(f"{model_dir}: no safetensors weights (model.safetensors)")
     target = model if isinstance(model, GeminiDDP) else model.unwrap()
+    tied = getattr(model.unwrap().base().config, "tie_word_embeddings", False)
     expected, loaded = set(names), set()
+    head, embed = prefix + "lm_head.weight", prefix + "model.embed_tokens.weight"
     for path in files:
         part = {prefix + k: v for k, v in _read_weights(path).items()}
+        if tied and embed in part and head in expected and head not in part:
+            # one tensor in the file; a pipeline's last stage holds its own copy of it
+            # (ColossalAI keeps the two in step as shared parameters)
+            part[head] = part[embed]
         unknown = sorted(set(part) - expected)
         if unknown:
             raise TrainError(f"{path}: weights the model does not have: {unknown[:5]}")
         target.load_state_dict(part, strict=False)
         loaded |= set(part)
-    missing = sorted(expected - loaded - {prefix + "lm_head.weight"})
-    if prefix + "lm_head.weight" not in loaded and not getattr(
-        model.unwrap().base().config, "tie_word_embeddings", False
-    ):
-        missing.append(prefix + "lm_head.weight")
+    missing = sorted(expected - loaded)
     if missing:
         raise TrainError(f"{model_dir}: weights missing for {missing[:5]}")

@@ -124,7 +124,7 @@ class TrainConfig:
     tp: int = 1
     """3d plugin: tensor parallel size."""
     pp: int = 1
-    """3d plugin: pipeline parallel size."""
+    """3d plugin: pipeline parallel size (1F1B over each step's ``grad_accum`` micro-batches)."""
     sp: int = 1
     """3d plugin: sequence parallel size."""
     sp_mode: str = "split_gather"
@@ -160,12 +160,17 @@ class TrainConfig:
 
         check(self.plugin in PLUGINS, f"plugin: {self.plugin!r} is not one of {', '.join(PLUGINS)}")
         if self.plugin == "3d":
+            check(self.pp >= 1, "pp: must be ≥ 1")
             check(
-                self.pp == 1,
-                "pp: pipeline parallelism is not available: ColossalAI's pipeline schedule runs "
-                "the HF model's own forward stage by stage, which computes full logits and "
-                "knows nothing of the packed loss; use tp / sp / zero_stage",
+                self.pp == 1 or self.zero_stage <= 1,
+                "zero_stage: ColossalAI's pipeline runs with ZeRO stage 0 or 1 only",
             )
+            for i, s in enumerate(self.stages):
+                check(
+                    self.pp == 1 or s.grad_accum >= self.pp,
+                    f"stages.{i}.grad_accum: {s.grad_accum} micro-batches cannot fill a "
+                    f"{self.pp}-stage pipeline (1F1B needs grad_accum ≥ pp)",
+                )
             check(self.tp >= 1 and self.sp >= 1, "tp, sp: must be ≥ 1")
             check(
                 self.sp_mode in SP_MODES,

@@ -68,3 +68,21 @@ def target_count(batch: dict) -> int:
 
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def stack_micro_batches(batches: list[dict]) -> dict:
+    """One batch of a step's micro-batches for the pipeline schedule, which cuts it back into
+    equal slices: each is padded to the longest (input 0, label -100, positions of a separate
+    run, so padding is its own document and never a target) and they are concatenated."""
+    longest = max(b["input_ids"].shape[1] for b in batches)
+    parts: dict[str, list[torch.Tensor]] = {"input_ids": [], "labels": [], "position_ids": []}
+    for b in batches:
+        rows, pad = b["input_ids"].shape[0], longest - b["input_ids"].shape[1]
+        fill = {
+            "input_ids": torch.zeros(rows, pad, dtype=b["input_ids"].dtype),
+            "labels": torch.full((rows, pad), -100, dtype=b["labels"].dtype),
+            "position_ids": torch.arange(pad, dtype=b["position_ids"].dtype).expand(rows, pad),
+        }
+        for key, tensors in parts.items():
+            tensors.append(torch.cat([b[key], fill[key]], dim=1))
+    return {key: torch.cat(tensors) for key, tensors in parts.items()}

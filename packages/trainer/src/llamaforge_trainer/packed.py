@@ -238,6 +238,9 @@ class PackedCausalLM(nn.Module):
 
     This is the module handed to the Booster (so DDP's hooks see the whole computation).
     ``tp_group``: set when the ``3d`` plugin shards the LM head over a tensor-parallel group.
+    ``stage_manager``: set when the ``3d`` plugin pipelines the model (``pp > 1``): a stage
+    that is not the last takes the previous stage's ``hidden_states`` (the first: the token
+    ids) and returns ``{"hidden_states": ...}`` for the next; only the last computes the loss.
     """
 
     def __init__(self, causal_lm: nn.Module, *, loss_chunk: int = 1024):
@@ -246,29 +249,38 @@ class PackedCausalLM(nn.Module):
         self.loss_chunk = loss_chunk
         self.vocab_size = causal_lm.config.vocab_size
         self.tp_group = None
+        self.stage_manager = None
 
     def base(self) -> nn.Module:
         lm = self.causal_lm
         return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
 
-    def forward(self, input_ids, labels, position_ids):
+    def forward(self, input_ids, labels, position_ids, hidden_states=None):
         lm = self.base()
+        stages = self.stage_manager
+        inputs = {"input_ids": input_ids}
+        if stages is not None:  # ShardFormer's stage forward of the LLaMA body
+            first = stages.is_first_stage()
+            inputs = {"input_ids": input_ids if first else None, "hidden_states": hidden_states}
         mask, extra = None, {}
         attention = lm.config._attn_implementation
         if attention == DOCWISE:
             extra["document_spans"] = document_spans(position_ids)
         elif attention != "flash_attention_2":
-            mask = block_causal_mask(position_ids, lm.get_input_embeddings().weight.dtype)
-        hidden = lm.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=position_ids,
-            use_cache=False,
-            **extra,
-        ).last_hidden_state
+            dtype = (
+                hidden_states.dtype
+                if hidden_states is not None
+                else lm.get_input_embeddings().weight.dtype
+            )
+            mask = block_causal_mask(position_ids, dtype)
+        out = lm.model(
+            **inputs, attention_mask=mask, position_ids=position_ids, use_cache=False, **extra
+        )
+        if stages is not None and not stages.is_last_stage():
+            return out  # {"hidden_states": ...}, sent to the next stage
         target = shift_labels(labels, position_ids)
         loss = chunked_cross_entropy(
-            hidden,
+            out[0],
             lm.get_output_embeddings().weight,
             target,
             self.loss_chunk,

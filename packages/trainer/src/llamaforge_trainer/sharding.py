@@ -13,8 +13,11 @@ are kept ours:
   same mask.
 * the loss: our chunked cross-entropy, made vocabulary-parallel (see ``packed.py``).
 
-Pipeline parallelism is not wired: its schedule runs the HF model's own forward stage by
-stage, which computes full logits and knows nothing of our loss; ``pp > 1`` is refused.
+Pipeline parallelism (``pp > 1``, 1F1B): ColossalAI's own stage forward replaces the HF
+*causal-LM* forward, which computes full logits and knows nothing of our loss. We never call
+that one: the policy gives the LLaMA *body* ShardFormer's stage forward instead (embeddings on
+the first stage, its slice of the decoder layers, the final norm on the last), and the wrapper
+(``PackedCausalLM`` with a ``stage_manager``) runs it and, on the last stage, our loss.
 
 ``cpu_accelerator_compat`` fills in what ColossalAI 0.5.0's CPU accelerator lacks for
 ShardFormer (its RNG calls raise or call ``torch.get_rng_state`` wrongly), so that the ``3d``
@@ -58,6 +61,18 @@ def cpu_accelerator_compat() -> None:
     CpuAccelerator._llamaforge_compat = True
 
 
+def p2p_compat() -> None:
+    """ColossalAI 0.5.0's pipeline send/recv asks ``c10d.Backend.HCCL`` (Ascend) whenever the
+    group is not NCCL; torch 2.5.1 has no such name, so every gloo pipeline crashed. Give it
+    the name and an "is it available" answer of no (idempotent; NCCL never reaches them)."""
+    from torch.distributed import distributed_c10d as c10d
+
+    if not hasattr(c10d.Backend, "HCCL"):
+        c10d.Backend.HCCL = "hccl"
+    if not hasattr(torch.distributed, "is_hccl_available"):
+        torch.distributed.is_hccl_available = lambda: False
+
+
 def packed_llama_policy():
     """A ShardFormer policy instance for a :class:`PackedCausalLM` around a LLaMA causal LM."""
     from colossalai.shardformer.policies.llama import LlamaForCausalLMPolicy
@@ -68,6 +83,20 @@ def packed_llama_policy():
         def set_model(self, model):
             self.wrapper = model
             super().set_model(model.base())
+
+        def module_policy(self):
+            from colossalai.shardformer.modeling.llama import LlamaPipelineForwards
+            from transformers.models.llama.modeling_llama import LlamaModel
+
+            policy = super().module_policy()
+            if self.pipeline_stage_manager is not None:
+                # the body's stage forward; the causal-LM one set above is never called
+                self.set_pipeline_forward(
+                    model_cls=LlamaModel,
+                    new_forward=LlamaPipelineForwards.llama_model_forward,
+                    policy=policy,
+                )
+            return policy
 
         def preprocess(self):
             super().preprocess()

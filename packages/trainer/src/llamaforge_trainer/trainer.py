@@ -28,6 +28,7 @@ from llamaforge_trainer.data import (
     load_stage_data,
     micro_batches,
     random_rows,
+    stack_micro_batches,
     target_count,
     to_device,
 )
@@ -132,6 +133,29 @@ class Trainer:
         n_targets, n_tokens = counts.tolist()
         if n_targets == 0:
             raise TrainError(f"stage {stage.name!r}: a step has no tokens with labels")
+        if parts.stage_manager is not None:
+            loss_sum = self._pipeline_pass(booster, model, optimizer, batches, parts, n_targets)
+        else:
+            loss_sum = self._micro_batch_passes(
+                booster, model, optimizer, batches, parts, n_targets
+            )
+        dist.all_reduce(loss_sum, group=parts.dp_group)
+        if parts.pp_group is not None:  # only the last stage has the loss; the others add 0
+            dist.all_reduce(loss_sum, group=parts.pp_group)
+        loss = float(loss_sum) / n_targets
+        grad_norm = None
+        if not math.isfinite(loss):
+            return loss, None, int(n_tokens)
+        if stage.max_grad_norm > 0 and self.config.plugin == "ddp":
+            grad_norm = optimizer.clip_grad_by_norm(stage.max_grad_norm)
+        optimizer.step()
+        if self.config.plugin != "ddp":  # these plugins clip inside step (max_norm)
+            grad_norm = optimizer.get_grad_norm()
+        grad_norm = float(grad_norm) if grad_norm is not None else None
+        return loss, grad_norm, int(n_tokens)
+
+    def _micro_batch_passes(self, booster, model, optimizer, batches, parts, n_targets):
+        """Forward and backward of each micro-batch; returns this rank's loss sum."""
         loss_sum = torch.zeros((), dtype=torch.float64)
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
@@ -149,18 +173,24 @@ class Trainer:
                 # are split into processes and micro-batches.
                 booster.backward(part * parts.grad_average / n_targets, optimizer)
             loss_sum += part.detach().double().cpu()
-        dist.all_reduce(loss_sum, group=parts.dp_group)
-        loss = float(loss_sum) / n_targets
-        grad_norm = None
-        if not math.isfinite(loss):
-            return loss, None, int(n_tokens)
-        if stage.max_grad_norm > 0 and self.config.plugin == "ddp":
-            grad_norm = optimizer.clip_grad_by_norm(stage.max_grad_norm)
-        optimizer.step()
-        if self.config.plugin != "ddp":  # these plugins clip inside step (max_norm)
-            grad_norm = optimizer.get_grad_norm()
-        grad_norm = float(grad_norm) if grad_norm is not None else None
-        return loss, grad_norm, int(n_tokens)
+        return loss_sum
+
+    def _pipeline_pass(self, booster, model, optimizer, batches, parts, n_targets):
+        """The step's micro-batches through the 1F1B pipeline schedule; returns this rank's
+        loss sum (zero on every stage but the last)."""
+        sums: list[torch.Tensor] = []
+        # the schedule divides each micro-batch's loss by their number: undo it, then scale
+        # to the mean over the step's targets as the other plugins do
+        scale = parts.grad_average * len(batches) / n_targets
+
+        def criterion(outputs, _micro_batch):
+            part, _ = outputs
+            sums.append(part.detach().double().cpu())
+            return part * scale
+
+        whole = to_device(stack_micro_batches(batches), self.dist.device)
+        booster.execute_pipeline(iter([whole]), model, criterion, optimizer, return_loss=False)
+        return torch.stack(sums).sum() if sums else torch.zeros((), dtype=torch.float64)
 
     def _autocast(self):
         """bf16 autocast for the ``ddp`` plugin (the others cast the model themselves)."""
