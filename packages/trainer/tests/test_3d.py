@@ -157,8 +157,11 @@ def test_3d_settings_that_cannot_work_are_refused(tiny_model, packed_text, tmp_p
         _config(
             tmp_path, tiny_model, packed_text, plugin="3d", pp=2, zero_stage=2, precision="bf16"
         )
-    with pytest.raises(TrainError, match="sp_mode: 'ring'"):
-        _config(tmp_path, tiny_model, packed_text, plugin="3d", sp=2, sp_mode="ring")
+    with pytest.raises(TrainError, match="sp_mode: 'ring_attn' .* flash attention"):
+        _config(tmp_path, tiny_model, packed_text, plugin="3d", sp=2, sp_mode="ring_attn")
+    with pytest.raises(TrainError, match="ring sequence parallelism shares .* set sp = tp"):
+        _config(tmp_path, tiny_model, packed_text, plugin="3d", sp=2, tp=1, sp_mode="ring")
+    assert _config(tmp_path, tiny_model, packed_text, plugin="3d", sp=2, tp=2, sp_mode="ring")
     with pytest.raises(TrainError, match="split_gather .* set sp = tp"):
         _config(tmp_path, tiny_model, packed_text, plugin="3d", sp=2, tp=1)
     with pytest.raises(TrainError, match="ZeRO inside the 3d plugin needs precision"):

@@ -39,7 +39,7 @@ TRAINABLE = ("all", "embeddings", "lora")
 ATTENTION = ("auto", "flash", "docwise", "sdpa", "eager")
 NAN_POLICY = ("stop", "skip")
 FUSED = ("auto", "on", "off")
-SP_MODES = ("split_gather", "all_to_all")
+SP_MODES = ("split_gather", "ring", "all_to_all")
 
 
 @dataclass(kw_only=True)
@@ -128,7 +128,8 @@ class TrainConfig:
     sp: int = 1
     """3d plugin: sequence parallel size."""
     sp_mode: str = "split_gather"
-    """3d plugin: ``split_gather`` (shares the tp group: sp = tp) or ``all_to_all``."""
+    """3d plugin: ``split_gather`` or ``ring`` (both share the tp group: sp = tp; ``ring``
+    overlaps the sequence all-gather with the matmuls) or ``all_to_all``."""
     zero_stage: int = 0
     """3d plugin: ZeRO stage."""
     cpu_offload: bool = False
@@ -174,14 +175,14 @@ class TrainConfig:
             check(self.tp >= 1 and self.sp >= 1, "tp, sp: must be ≥ 1")
             check(
                 self.sp_mode in SP_MODES,
-                f"sp_mode: {self.sp_mode!r} is not one of {', '.join(SP_MODES)} (ring "
-                "attention needs ShardFormer's flash attention, which ignores documents "
-                "inside packed rows)",
+                f"sp_mode: {self.sp_mode!r} is not one of {', '.join(SP_MODES)} (ring_attn "
+                "needs ShardFormer's flash attention, which ignores documents inside packed "
+                "rows)",
             )
             check(
-                self.sp == 1 or self.sp_mode != "split_gather" or self.sp == self.tp,
-                "sp: split_gather sequence parallelism shares the tensor-parallel group; set "
-                "sp = tp",
+                self.sp == 1 or self.sp_mode == "all_to_all" or self.sp == self.tp,
+                f"sp: {self.sp_mode} sequence parallelism shares the tensor-parallel group; "
+                "set sp = tp",
             )
             check(self.zero_stage in (0, 1, 2), "zero_stage: must be 0, 1 or 2")
             check(
