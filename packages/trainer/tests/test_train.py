@@ -192,6 +192,9 @@ def test_config_errors_name_the_field(tmp_path):
     )
     with pytest.raises(TrainError, match=r"unknown setting\(s\): plugn \(did you mean plugin\?\)"):
         load_config(path)
+    path.write_text('model = "m"\noutput_dir = "o"\n[[stages]]\nsteps = 2\n')
+    with pytest.raises(TrainError, match=r"stages.0: missing required setting\(s\): name, data"):
+        load_config(path)
     path.write_text(
         'model = "m"\noutput_dir = "o"\n'
         '[[stages]]\nname = "a"\ndata = ["d"]\nsteps = 0\ntrainable = "head"\n'
@@ -243,3 +246,35 @@ def test_real_smollm2_loss_decreases_on_chinese(asset, tmp_path):
     Trainer(cfg).train()
     losses = [r["loss"] for r in read_metrics(cfg.output_dir)]
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2
+
+
+@pytest.mark.slow
+def test_colossalai_run_launches_the_trainer_on_each_process(tiny_model, packed_text, tmp_path):
+    """Colossal-LLaMA's launcher (``--hostfile`` for many nodes; here one node) starts
+    ``python -m llamaforge_trainer`` through torchrun, and the processes train as one."""
+    import os
+    import socket
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        f'model = "{tiny_model}"\noutput_dir = "{tmp_path / "run"}"\n'
+        f'[[stages]]\nname = "s"\ndata = ["{packed_text}"]\nsteps = 2\n'
+    )
+    bin_dir = str(Path(sys.executable).parent)  # colossalai run calls torchrun from PATH
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = str(free.getsockname()[1])
+    cmd = [f"{bin_dir}/colossalai", "run", "--nproc_per_node", "2", "--master_port", port]
+    done = subprocess.run(
+        [*cmd, "-m", "llamaforge_trainer", str(recipe)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert [r["global_step"] for r in read_metrics(tmp_path / "run")] == [1, 2]
+    final = tmp_path / "run" / "checkpoints" / "step-00000002"
+    assert sorted(p.name for p in final.glob("rng-rank*.pt")) == ["rng-rank0.pt", "rng-rank1.pt"]

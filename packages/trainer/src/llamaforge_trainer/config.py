@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +247,13 @@ def _build(cls, data: Any, where: str):
             for u in unknown
         ]
         raise TrainError(f"{where}: unknown setting(s): {', '.join(hints)}")
+    missing = [
+        f.name
+        for f in fields(cls)
+        if f.name not in data and f.default is MISSING and f.default_factory is MISSING
+    ]
+    if missing:
+        raise TrainError(f"{where}: missing required setting(s): {', '.join(missing)}")
     if "betas" in data:
         data = dict(data, betas=tuple(data["betas"]))
     try:
