@@ -278,3 +278,16 @@ def test_colossalai_run_launches_the_trainer_on_each_process(tiny_model, packed_
     assert [r["global_step"] for r in read_metrics(tmp_path / "run")] == [1, 2]
     final = tmp_path / "run" / "checkpoints" / "step-00000002"
     assert sorted(p.name for p in final.glob("rng-rank*.pt")) == ["rng-rank0.pt", "rng-rank1.pt"]
+
+
+def test_export_model_is_built_from_the_trained_state_alone(tiny_model):
+    """What the non-ddp export does with a checkpoint's gathered weights."""
+    from llamaforge_trainer.model import causal_lm_from_state
+
+    state = {k: v + 0.5 for k, v in _weights(tiny_model).items()}
+    lm = causal_lm_from_state(tiny_model, state)
+    assert all(torch.equal(lm.state_dict()[k], v) for k, v in state.items())
+    assert lm.lm_head.weight is lm.model.embed_tokens.weight  # still tied
+    del state["model.norm.weight"]
+    with pytest.raises(TrainError, match=r"do not fit the model: missing \['model.norm.weight'\]"):
+        causal_lm_from_state(tiny_model, state)

@@ -153,20 +153,34 @@ class NEFTune:
         self.handle.remove()
 
 
-def load_trained_weights(causal_lm: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Put a trained state dict (gathered from any plugin's checkpoint) into ``causal_lm``.
+def causal_lm_from_state(model_dir: Path, state: dict[str, torch.Tensor]) -> nn.Module:
+    """The model of ``model_dir``'s config holding a trained state dict (gathered from any
+    plugin's checkpoint), in fp32 — built without initialising or reading the original
+    weights, so an export holds one copy of the model in memory, not two.
 
     A tied output projection may be absent from the state. Anything else missing or
-    unexpected is an error, not a silently half-loaded model.
+    unexpected is an error, not a silently half-initialised model.
     """
-    missing, unexpected = causal_lm.load_state_dict(state, strict=False)
-    tied = causal_lm.get_output_embeddings().weight is causal_lm.get_input_embeddings().weight
-    missing = [k for k in missing if not (tied and k.endswith("lm_head.weight"))]
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(model_dir))
+    lm, info = AutoModelForCausalLM.from_pretrained(
+        None,
+        config=config,
+        state_dict=state,
+        torch_dtype=torch.float32,
+        attn_implementation="sdpa",
+        output_loading_info=True,
+    )
+    tied = lm.get_output_embeddings().weight is lm.get_input_embeddings().weight
+    missing = [k for k in info["missing_keys"] if not (tied and k.endswith("lm_head.weight"))]
+    unexpected = info["unexpected_keys"] + info["mismatched_keys"]
     if missing or unexpected:
         raise TrainError(
             f"the trained weights do not fit the model: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
+    return lm
 
 
 def save_hf(causal_lm: nn.Module, model_dir: Path, out: Path) -> None:

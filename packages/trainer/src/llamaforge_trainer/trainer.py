@@ -46,9 +46,8 @@ from llamaforge_trainer.model import (
     NEFTune,
     attach_lora,
     build_causal_lm,
+    causal_lm_from_state,
     check_data_fits_model,
-    load_causal_lm,
-    load_trained_weights,
     save_hf,
     set_trainable,
 )
@@ -319,8 +318,7 @@ class Trainer:
         last = latest_checkpoint(self.out)
         if last is None:
             raise TrainError(f"{self.out}: no checkpoint to export from")
-        lm = load_causal_lm(model_dir, attention="sdpa", dtype=torch.float32)
-        load_trained_weights(lm, load_model_weights(last / "model", prefix="causal_lm."))
+        lm = causal_lm_from_state(model_dir, load_model_weights(last / "model", "causal_lm."))
         save_hf(lm, model_dir, out)
 
     # -- the run ------------------------------------------------------------------------------
