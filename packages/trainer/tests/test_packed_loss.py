@@ -71,15 +71,20 @@ def test_docwise_and_masked_attention_give_the_same_loss_and_gradients(tiny_mode
     batch = collate_packed(rows)
     assert document_spans(batch["position_ids"])[1] == [(0, 31), (31, 4), (35, 73)]
     results = []
-    for setting in ("sdpa", "docwise"):
+    # docwise twice: spans handed down the forward, and found by each attention call in the
+    # position ids (what the 3d plugin's body forward leaves it)
+    for setting, spans_in_forward in (("sdpa", True), ("docwise", True), ("docwise", False)):
         lm = _load(tiny_model, setting).train()
-        loss, n = PackedCausalLM(lm)(batch["input_ids"], batch["labels"], batch["position_ids"])
+        wrapped = PackedCausalLM(lm)
+        wrapped.spans_in_forward = spans_in_forward
+        loss, n = wrapped(batch["input_ids"], batch["labels"], batch["position_ids"])
         (loss / n).backward()
         results.append((float(loss), [p.grad.clone() for p in lm.parameters()]))
-    (masked, g_masked), (docwise, g_docwise) = results
-    assert docwise == pytest.approx(masked, rel=1e-5)
-    for a, b in zip(g_masked, g_docwise, strict=True):
-        assert torch.allclose(a, b, atol=1e-5)
+    masked, g_masked = results[0]
+    for docwise, g_docwise in results[1:]:
+        assert docwise == pytest.approx(masked, rel=1e-5)
+        for a, b in zip(g_masked, g_docwise, strict=True):
+            assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_docwise_model_without_spans_is_plain_sdpa(tiny_model):

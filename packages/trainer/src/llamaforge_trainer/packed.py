@@ -6,7 +6,9 @@
 * otherwise (``auto``): ``sdpa_docwise`` — PyTorch SDPA run once per document with
   ``is_causal=True`` (registered with transformers' ``AttentionInterface``). It costs the sum of
   the squared document lengths instead of the square of the row, and uses SDPA's fused causal
-  kernel; the spans come from the same position-id restarts.
+  kernel; the spans come from the same position-id restarts — computed once per forward by
+  the wrapper, or, where ShardFormer's body forward cannot carry them (the ``3d`` plugin), by
+  each attention call from the ``position_ids`` it is given.
 * ``sdpa``: one SDPA call per layer with an additive block-diagonal causal mask built from the
   document lengths (``attention_mask`` of shape ``[batch, 1, L, L]``, 0 = attend, dtype min =
   masked) — the full square is computed and masked.
@@ -83,6 +85,11 @@ def document_spans(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
     return spans
 
 
+def _spans_per_row(position_ids: torch.Tensor, rows: int) -> list[list[tuple[int, int]]]:
+    spans = document_spans(position_ids)
+    return spans * rows if len(spans) == 1 and rows > 1 else spans  # broadcast [1, L] ids
+
+
 def docwise_attention(
     module: nn.Module,
     query: torch.Tensor,
@@ -92,17 +99,23 @@ def docwise_attention(
     dropout: float = 0.0,
     scaling: float | None = None,
     document_spans: list[list[tuple[int, int]]] | None = None,
+    position_ids: torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """transformers attention function: causal SDPA inside each document span.
 
     ``query`` is ``[B, H, L, D]``, ``key`` / ``value`` ``[B, H_kv, L, D]``; returns
-    ``[B, L, H, D]``. Without ``document_spans`` (generation, evaluation) it is plain SDPA
-    with the mask transformers built.
+    ``[B, L, H, D]``. The spans are ``document_spans``, else the restarts of
+    ``position_ids``; with neither (no restart: generation, evaluation, one document) it is
+    plain SDPA with the mask transformers built.
     """
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
-    if document_spans is None or query.shape[2] != key.shape[2]:
+    same_length = query.shape[2] == key.shape[2]
+    if document_spans is None and same_length and position_ids is not None:
+        if bool((position_ids[:, 1:] == 0).any()):
+            document_spans = _spans_per_row(position_ids, query.shape[0])
+    if document_spans is None or not same_length:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
@@ -238,6 +251,9 @@ class PackedCausalLM(nn.Module):
 
     This is the module handed to the Booster (so DDP's hooks see the whole computation).
     ``tp_group``: set when the ``3d`` plugin shards the LM head over a tensor-parallel group.
+    ``spans_in_forward``: pass the document spans down the body's forward (off under the
+    ``3d`` plugin, whose ShardFormer body forward takes no extra arguments: the attention then
+    finds them in ``position_ids``).
     ``stage_manager``: set when the ``3d`` plugin pipelines the model (``pp > 1``): a stage
     that is not the last takes the previous stage's ``hidden_states`` (the first: the token
     ids) and returns ``{"hidden_states": ...}`` for the next; only the last computes the loss.
@@ -250,6 +266,7 @@ class PackedCausalLM(nn.Module):
         self.vocab_size = causal_lm.config.vocab_size
         self.tp_group = None
         self.stage_manager = None
+        self.spans_in_forward = True
 
     def base(self) -> nn.Module:
         lm = self.causal_lm
@@ -265,7 +282,8 @@ class PackedCausalLM(nn.Module):
         mask, extra = None, {}
         attention = lm.config._attn_implementation
         if attention == DOCWISE:
-            extra["document_spans"] = document_spans(position_ids)
+            if self.spans_in_forward:
+                extra["document_spans"] = document_spans(position_ids)
         elif attention != "flash_attention_2":
             dtype = (
                 hidden_states.dtype

@@ -7,10 +7,11 @@ embedding and LM head, sequence parallelism, fused RMSNorm where apex is install
 are kept ours:
 
 * attention: the policy's flash-attention replacement is *not* enabled (its ColoAttention
-  knows padding, not documents inside a packed row). The HF attention runs with the additive
-  block-diagonal causal mask (``sdpa``), or transformers' flash-attn varlen path from the
-  position-id restarts; with sequence parallelism ShardFormer's own attention applies the
-  same mask.
+  knows padding, not documents inside a packed row). The HF attention runs per document
+  (``docwise``, spans from the position-id restarts it is handed), or transformers'
+  flash-attn varlen path from the same restarts, or with the additive block-diagonal causal
+  mask (``sdpa``); with sequence parallelism ShardFormer's own attention replaces it and takes
+  only a mask, so the block mask it is.
 * the loss: our chunked cross-entropy, made vocabulary-parallel (see ``packed.py``).
 
 Pipeline parallelism (``pp > 1``, 1F1B): ColossalAI's own stage forward replaces the HF

@@ -78,8 +78,9 @@ class Trainer:
         if config.precision == "fp16" and self.dist.device.type != "cuda":
             raise TrainError("precision 'fp16' needs CUDA; on CPU use 'bf16' or 'fp32'")
         attention = choose_attention(config.attention)
-        if config.plugin == "3d" and attention == DOCWISE:
-            # ShardFormer's LLaMA forward takes no per-document spans: the block mask it is.
+        if config.plugin == "3d" and config.sp > 1 and attention == DOCWISE:
+            # sequence parallelism swaps in ShardFormer's own attention, which takes a mask
+            # and nothing else: the block mask it is.
             attention = "sdpa"
         self.flat = attention == "flash_attention_2"  # varlen kernel wants one flat sequence
         self.attention = attention
