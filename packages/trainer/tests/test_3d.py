@@ -181,6 +181,16 @@ def test_3d_with_too_few_processes_says_so(tiny_model, packed_text, tmp_path):
         Trainer(config).train()
 
 
+def test_3d_refuses_more_pipeline_stages_than_layers(tiny_model, packed_text, tmp_path):
+    layers = json.loads((tiny_model / "config.json").read_text())["num_hidden_layers"]
+    stage = StageConfig(name="s", data=[str(packed_text)], steps=1, grad_accum=layers + 1)
+    config = TrainConfig(
+        model=str(tiny_model), output_dir=str(tmp_path), stages=[stage], plugin="3d", pp=layers + 1
+    )
+    with pytest.raises(TrainError, match=rf"has {layers} decoder layers, fewer than pp="):
+        Trainer(config)
+
+
 def test_3d_refuses_a_vocabulary_tp_cannot_split_evenly(tiny_model, packed_text, tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -97,6 +97,12 @@ class Trainer:
                 "ColossalAI 0.5.0 pads it and then cannot save the optimizer state — expand the "
                 "tokenizer to a multiple of tp (e.g. learn a few more pieces) or change tp"
             )
+        layers = self.causal_lm.config.num_hidden_layers
+        if config.plugin == "3d" and layers < config.pp:
+            raise TrainError(
+                f"plugin '3d': the model has {layers} decoder layers, fewer than pp="
+                f"{config.pp} pipeline stages; lower pp"
+            )
         dtype = DTYPES[config.precision]  # the compute precision; weights stay fp32 masters
         self.matmul_params = matmul_parameters(self.causal_lm)
         self.metrics = MetricsSink(self.out, enabled=self.dist.rank == 0)
