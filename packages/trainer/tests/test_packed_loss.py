@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from llamaforge_datapack import collate_packed
 from llamaforge_trainer.packed import (
+    SPANS_ATTR,
     PackedCausalLM,
     block_causal_mask,
     choose_attention,
@@ -71,13 +72,22 @@ def test_docwise_and_masked_attention_give_the_same_loss_and_gradients(tiny_mode
     batch = collate_packed(rows)
     assert document_spans(batch["position_ids"])[1] == [(0, 31), (31, 4), (35, 73)]
     results = []
-    # docwise twice: spans handed down the forward, and found by each attention call in the
-    # position ids (what the 3d plugin's body forward leaves it)
-    for setting, spans_in_forward in (("sdpa", True), ("docwise", True), ("docwise", False)):
+    # docwise three ways: spans handed down the forward as an argument; on the position-id
+    # tensor (what the 3d plugin's body forward allows); found by each attention call in the
+    # position ids (no wrapper at all)
+    for setting, how in (("sdpa", ""), *(("docwise", h) for h in ("arg", "tensor", "found"))):
         lm = _load(tiny_model, setting).train()
-        wrapped = PackedCausalLM(lm)
-        wrapped.spans_in_forward = spans_in_forward
-        loss, n = wrapped(batch["input_ids"], batch["labels"], batch["position_ids"])
+        ids, pos = batch["input_ids"], batch["position_ids"].clone()
+        if how == "found":
+            hidden = lm.model(input_ids=ids, position_ids=pos).last_hidden_state
+            target = shift_labels(batch["labels"], pos)
+            loss = chunked_cross_entropy(hidden, lm.lm_head.weight, target, 1024)
+            n = (target != -100).sum()
+        else:
+            wrapped = PackedCausalLM(lm)
+            wrapped.spans_in_forward = how != "tensor"
+            loss, n = wrapped(ids, batch["labels"], pos)
+            assert hasattr(pos, SPANS_ATTR) == (how == "tensor")
         (loss / n).backward()
         results.append((float(loss), [p.grad.clone() for p in lm.parameters()]))
     masked, g_masked = results[0]

@@ -6,9 +6,10 @@
 * otherwise (``auto``): ``sdpa_docwise`` — PyTorch SDPA run once per document with
   ``is_causal=True`` (registered with transformers' ``AttentionInterface``). It costs the sum of
   the squared document lengths instead of the square of the row, and uses SDPA's fused causal
-  kernel; the spans come from the same position-id restarts — computed once per forward by
-  the wrapper, or, where ShardFormer's body forward cannot carry them (the ``3d`` plugin), by
-  each attention call from the ``position_ids`` it is given.
+  kernel; the spans come from the same position-id restarts, found once per forward by the
+  wrapper and handed down as an argument or — where ShardFormer's body forward takes none (the
+  ``3d`` plugin) — on the position-id tensor; an attention call given neither finds them in
+  its ``position_ids``.
 * ``sdpa``: one SDPA call per layer with an additive block-diagonal causal mask built from the
   document lengths (``attention_mask`` of shape ``[batch, 1, L, L]``, 0 = attend, dtype min =
   masked) — the full square is computed and masked.
@@ -31,6 +32,11 @@ from torch.utils.checkpoint import checkpoint
 
 IGNORE = -100
 DOCWISE = "sdpa_docwise"
+# Where the wrapper leaves a row's document spans on the position-id tensor itself, when the
+# body's forward cannot take them as an argument (ShardFormer's, under the 3d plugin): it hands
+# that tensor unchanged to every attention call, so the spans are found once per forward, not
+# once per layer (each a host sync on GPU).
+SPANS_ATTR = "llamaforge_document_spans"
 
 
 def flash_attn_available() -> bool:
@@ -105,15 +111,17 @@ def docwise_attention(
     """transformers attention function: causal SDPA inside each document span.
 
     ``query`` is ``[B, H, L, D]``, ``key`` / ``value`` ``[B, H_kv, L, D]``; returns
-    ``[B, L, H, D]``. The spans are ``document_spans``, else the restarts of
-    ``position_ids``; with neither (no restart: generation, evaluation, one document) it is
-    plain SDPA with the mask transformers built.
+    ``[B, L, H, D]``. The spans are ``document_spans``, else those the wrapper attached to
+    ``position_ids`` (:data:`SPANS_ATTR`), else the restarts of ``position_ids``; with none
+    (no restart: generation, evaluation, one document) it is plain SDPA with the mask
+    transformers built.
     """
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
     same_length = query.shape[2] == key.shape[2]
     if document_spans is None and same_length and position_ids is not None:
-        if bool((position_ids[:, 1:] == 0).any()):
+        document_spans = getattr(position_ids, SPANS_ATTR, None)
+        if document_spans is None and bool((position_ids[:, 1:] == 0).any()):
             document_spans = _spans_per_row(position_ids, query.shape[0])
     if document_spans is None or not same_length:
         return sdpa_attention_forward(
@@ -252,8 +260,8 @@ class PackedCausalLM(nn.Module):
     This is the module handed to the Booster (so DDP's hooks see the whole computation).
     ``tp_group``: set when the ``3d`` plugin shards the LM head over a tensor-parallel group.
     ``spans_in_forward``: pass the document spans down the body's forward (off under the
-    ``3d`` plugin, whose ShardFormer body forward takes no extra arguments: the attention then
-    finds them in ``position_ids``).
+    ``3d`` plugin, whose ShardFormer body forward takes no extra arguments: they ride on the
+    ``position_ids`` tensor instead, see :data:`SPANS_ATTR`).
     ``stage_manager``: set when the ``3d`` plugin pipelines the model (``pp > 1``): a stage
     that is not the last takes the previous stage's ``hidden_states`` (the first: the token
     ids) and returns ``{"hidden_states": ...}`` for the next; only the last computes the loss.
@@ -282,8 +290,11 @@ class PackedCausalLM(nn.Module):
         mask, extra = None, {}
         attention = lm.config._attn_implementation
         if attention == DOCWISE:
+            spans = document_spans(position_ids)
             if self.spans_in_forward:
-                extra["document_spans"] = document_spans(position_ids)
+                extra["document_spans"] = spans
+            else:
+                setattr(position_ids, SPANS_ATTR, spans)
         elif attention != "flash_attention_2":
             dtype = (
                 hidden_states.dtype
