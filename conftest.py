@@ -57,6 +57,7 @@ def build_tiny_llama(
     heads: int = 4,
     kv_heads: int = 2,
     positions: int = 1024,
+    tied: bool = True,
     seed: int = 0,
 ) -> Path:
     """A randomly initialised LlamaForCausalLM dir over ``tokenizer_dir``'s vocabulary (its
@@ -75,7 +76,7 @@ def build_tiny_llama(
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         max_position_embeddings=positions,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tied,
         rope_theta=10000.0,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,

@@ -145,6 +145,30 @@ def test_tensor_parallel_pipeline_over_four_processes_matches_ddp(
     assert _losses(tmp_path / "tp2pp2") == pytest.approx(_losses(tmp_path / "ddp"), abs=1e-4)
 
 
+@pytest.mark.slow
+def test_four_stage_pipeline_with_frozen_middle_stages_matches_ddp(
+    asset, tiny_llama, packed_text, tmp_path
+):
+    """pp=4 on a 4-layer model with an untied head: in the embeddings-only stage the two middle
+    pipeline stages hold nothing trainable (ColossalAI 0.5.0's gradient norm hung every rank
+    there until they joined its all-reduces with a zero)."""
+    model = tiny_llama(
+        tmp_path / "untied", asset("smollm2-135m"), layers=4, positions=2048, tied=False
+    )
+    _, stages = LAYOUTS["pp2"]
+    stages = [dict(s, grad_accum=4) for s in stages]
+    _train(_recipe(tmp_path, model, packed_text, "pp4", stages, plugin="3d", pp=4), nproc=4)
+    plain = [StageConfig(data=[str(packed_text)], **s) for s in stages]
+    Trainer(TrainConfig(model=str(model), output_dir=str(tmp_path / "ddp"), stages=plain)).train()
+    rows, ddp = read_metrics(tmp_path / "pp4"), read_metrics(tmp_path / "ddp")
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in ddp], abs=1e-4)
+    assert [r["grad_norm"] for r in rows] == pytest.approx([r["grad_norm"] for r in ddp], rel=1e-3)
+    first = load_model_weights(tmp_path / "pp4" / "checkpoints" / "step-00000002" / "model")
+    start = load_file(str(model / "model.safetensors"))
+    changed = {k for k in start if not torch.equal(start[k], first["causal_lm." + k])}
+    assert changed == {"model.embed_tokens.weight", "lm_head.weight"}
+
+
 def _config(tmp_path, model, data, **kw) -> TrainConfig:
     stage = StageConfig(name="s", data=[str(data)], steps=2)
     return TrainConfig(model=str(model), output_dir=str(tmp_path / "run"), stages=[stage], **kw)
@@ -156,6 +180,19 @@ def test_3d_settings_that_cannot_work_are_refused(tiny_model, packed_text, tmp_p
     with pytest.raises(TrainError, match="pipeline runs with ZeRO stage 0 or 1"):
         _config(
             tmp_path, tiny_model, packed_text, plugin="3d", pp=2, zero_stage=2, precision="bf16"
+        )
+    frozen = StageConfig(
+        name="e", data=[str(packed_text)], steps=1, trainable="embeddings", grad_accum=4
+    )
+    with pytest.raises(TrainError, match="embeddings-only stage .* use zero_stage = 0"):
+        TrainConfig(
+            model=str(tiny_model),
+            output_dir=str(tmp_path),
+            stages=[frozen],
+            plugin="3d",
+            pp=4,
+            zero_stage=1,
+            precision="bf16",
         )
     with pytest.raises(TrainError, match="sp_mode: 'ring_attn' .* flash attention"):
         _config(tmp_path, tiny_model, packed_text, plugin="3d", sp=2, sp_mode="ring_attn")

@@ -156,7 +156,12 @@ def build_plugin(config: TrainConfig, stage: StageConfig):
             cpu_offload=config.plugin == "zero2_cpu",
             max_norm=stage.max_grad_norm,
         )
-    from llamaforge_trainer.sharding import cpu_accelerator_compat, p2p_compat, packed_llama_policy
+    from llamaforge_trainer.sharding import (
+        cpu_accelerator_compat,
+        grad_norm_compat,
+        p2p_compat,
+        packed_llama_policy,
+    )
 
     if not torch.cuda.is_available():
         if config.sp > 1:
@@ -168,6 +173,7 @@ def build_plugin(config: TrainConfig, stage: StageConfig):
             raise TrainError("plugin '3d': zero_stage > 0 needs CUDA; on CPU use zero_stage = 0")
     cpu_accelerator_compat()
     p2p_compat()
+    grad_norm_compat()
     world = dist.get_world_size()
     if world % (config.tp * config.pp * (config.sp if config.sp_mode == "all_to_all" else 1)):
         raise TrainError(

@@ -168,6 +168,12 @@ class TrainConfig:
             )
             for i, s in enumerate(self.stages):
                 check(
+                    self.pp < 3 or self.zero_stage == 0 or s.trainable != "embeddings",
+                    f"stages.{i}.trainable: an embeddings-only stage leaves the middle "
+                    f"pipeline stages nothing to train, and ColossalAI 0.5.0's ZeRO gradient "
+                    f"norm then hangs; with pp={self.pp} use zero_stage = 0 (or pp ≤ 2)",
+                )
+                check(
                     self.pp == 1 or s.grad_accum >= self.pp,
                     f"stages.{i}.grad_accum: {s.grad_accum} micro-batches cannot fill a "
                     f"{self.pp}-stage pipeline (1F1B needs grad_accum ≥ pp)",

@@ -74,6 +74,32 @@ def p2p_compat() -> None:
         torch.distributed.is_hccl_available = lambda: False
 
 
+def grad_norm_compat() -> None:
+    """ColossalAI 0.5.0's hybrid-parallel optimizers (ZeRO 0: plain and mixed precision)
+    return a zero gradient norm early on a rank that holds no gradient — skipping the
+    all-reduces its tensor / pipeline peers are waiting in. A pipeline stage with nothing
+    trainable (an embeddings-only stage with pp ≥ 3: the middle stages hold only frozen
+    layers) hung every rank at its first step. Such a rank now joins them with a zero
+    (idempotent). The ZeRO optimizer has the same early return; the config refuses that case.
+    """
+    from colossalai.accelerator import get_accelerator
+    from colossalai.booster.plugin import hybrid_parallel_plugin as hybrid
+
+    for cls in (hybrid.HybridParallelNaiveOptimizer, hybrid.HybridParallelAMPOptimizer):
+        original = cls._compute_grad_norm
+        if getattr(original, "_llamaforge_compat", False):
+            continue
+
+        def compute_grad_norm(self, param_gradient_pairs, norm_type=2, _original=original):
+            if not param_gradient_pairs:  # a (parameter, gradient) pair of one zero
+                zero = torch.zeros(1, device=get_accelerator().get_current_device())
+                param_gradient_pairs = [(zero, zero)]
+            return _original(self, param_gradient_pairs, norm_type)
+
+        compute_grad_norm._llamaforge_compat = True
+        cls._compute_grad_norm = compute_grad_norm
+
+
 def packed_llama_policy():
     """A ShardFormer policy instance for a :class:`PackedCausalLM` around a LLaMA causal LM."""
     from colossalai.shardformer.policies.llama import LlamaForCausalLMPolicy
