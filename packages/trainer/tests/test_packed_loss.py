@@ -72,22 +72,21 @@ def test_docwise_and_masked_attention_give_the_same_loss_and_gradients(tiny_mode
     batch = collate_packed(rows)
     assert document_spans(batch["position_ids"])[1] == [(0, 31), (31, 4), (35, 73)]
     results = []
-    # docwise three ways: spans handed down the forward as an argument; on the position-id
-    # tensor (what the 3d plugin's body forward allows); found by each attention call in the
-    # position ids (no wrapper at all)
-    for setting, how in (("sdpa", ""), *(("docwise", h) for h in ("arg", "tensor", "found"))):
+    # docwise three ways: the wrapper (spans left on the position-id tensor, which the body's
+    # forward hands to every attention call); spans handed down the forward as an argument;
+    # found by each attention call in the position ids
+    for setting, how in (("sdpa", ""), *(("docwise", h) for h in ("wrapper", "arg", "found"))):
         lm = _load(tiny_model, setting).train()
         ids, pos = batch["input_ids"], batch["position_ids"].clone()
-        if how == "found":
-            hidden = lm.model(input_ids=ids, position_ids=pos).last_hidden_state
+        if how in ("arg", "found"):
+            spans = {"document_spans": document_spans(pos)} if how == "arg" else {}
+            hidden = lm.model(input_ids=ids, position_ids=pos, **spans).last_hidden_state
             target = shift_labels(batch["labels"], pos)
             loss = chunked_cross_entropy(hidden, lm.lm_head.weight, target, 1024)
             n = (target != -100).sum()
         else:
-            wrapped = PackedCausalLM(lm)
-            wrapped.spans_in_forward = how != "tensor"
-            loss, n = wrapped(ids, batch["labels"], pos)
-            assert hasattr(pos, SPANS_ATTR) == (how == "tensor")
+            loss, n = PackedCausalLM(lm)(ids, batch["labels"], pos)
+            assert hasattr(pos, SPANS_ATTR) == (setting == "docwise")
         (loss / n).backward()
         results.append((float(loss), [p.grad.clone() for p in lm.parameters()]))
     masked, g_masked = results[0]

@@ -249,5 +249,4 @@ def boost(config: TrainConfig, module, stage: StageConfig):
     parts = layout(plugin)
     module.tp_group = parts.tp_group
     module.stage_manager = parts.stage_manager
-    module.spans_in_forward = config.plugin != "3d"
     return booster, model, optimizer, scheduler, parts

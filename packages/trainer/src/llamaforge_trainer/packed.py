@@ -7,9 +7,9 @@
   ``is_causal=True`` (registered with transformers' ``AttentionInterface``). It costs the sum of
   the squared document lengths instead of the square of the row, and uses SDPA's fused causal
   kernel; the spans come from the same position-id restarts, found once per forward by the
-  wrapper and handed down as an argument or — where ShardFormer's body forward takes none (the
-  ``3d`` plugin) — on the position-id tensor; an attention call given neither finds them in
-  its ``position_ids``.
+  wrapper and left on the position-id tensor, which the body's forward (HF's, or ShardFormer's
+  under the ``3d`` plugin, which takes no extra arguments) hands to every attention call; an
+  attention call without them finds them in its ``position_ids``.
 * ``sdpa``: one SDPA call per layer with an additive block-diagonal causal mask built from the
   document lengths (``attention_mask`` of shape ``[batch, 1, L, L]``, 0 = attend, dtype min =
   masked) — the full square is computed and masked.
@@ -32,9 +32,9 @@ from torch.utils.checkpoint import checkpoint
 
 IGNORE = -100
 DOCWISE = "sdpa_docwise"
-# Where the wrapper leaves a row's document spans on the position-id tensor itself, when the
-# body's forward cannot take them as an argument (ShardFormer's, under the 3d plugin): it hands
-# that tensor unchanged to every attention call, so the spans are found once per forward, not
+# Where the wrapper leaves a row's document spans on the position-id tensor itself: the body's
+# forward hands that tensor unchanged to every attention call (ShardFormer's, under the 3d
+# plugin, takes no extra argument to carry them), so the spans are found once per forward, not
 # once per layer (each a host sync on GPU).
 SPANS_ATTR = "llamaforge_document_spans"
 
@@ -259,9 +259,6 @@ class PackedCausalLM(nn.Module):
 
     This is the module handed to the Booster (so DDP's hooks see the whole computation).
     ``tp_group``: set when the ``3d`` plugin shards the LM head over a tensor-parallel group.
-    ``spans_in_forward``: pass the document spans down the body's forward (off under the
-    ``3d`` plugin, whose ShardFormer body forward takes no extra arguments: they ride on the
-    ``position_ids`` tensor instead, see :data:`SPANS_ATTR`).
     ``stage_manager``: set when the ``3d`` plugin pipelines the model (``pp > 1``): a stage
     that is not the last takes the previous stage's ``hidden_states`` (the first: the token
     ids) and returns ``{"hidden_states": ...}`` for the next; only the last computes the loss.
@@ -274,7 +271,6 @@ class PackedCausalLM(nn.Module):
         self.vocab_size = causal_lm.config.vocab_size
         self.tp_group = None
         self.stage_manager = None
-        self.spans_in_forward = True
 
     def base(self) -> nn.Module:
         lm = self.causal_lm
@@ -287,14 +283,10 @@ class PackedCausalLM(nn.Module):
         if stages is not None:  # ShardFormer's stage forward of the LLaMA body
             first = stages.is_first_stage()
             inputs = {"input_ids": input_ids if first else None, "hidden_states": hidden_states}
-        mask, extra = None, {}
+        mask = None
         attention = lm.config._attn_implementation
         if attention == DOCWISE:
-            spans = document_spans(position_ids)
-            if self.spans_in_forward:
-                extra["document_spans"] = spans
-            else:
-                setattr(position_ids, SPANS_ATTR, spans)
+            setattr(position_ids, SPANS_ATTR, document_spans(position_ids))
         elif attention != "flash_attention_2":
             dtype = (
                 hidden_states.dtype
@@ -302,9 +294,7 @@ class PackedCausalLM(nn.Module):
                 else lm.get_input_embeddings().weight.dtype
             )
             mask = block_causal_mask(position_ids, dtype)
-        out = lm.model(
-            **inputs, attention_mask=mask, position_ids=position_ids, use_cache=False, **extra
-        )
+        out = lm.model(**inputs, attention_mask=mask, position_ids=position_ids, use_cache=False)
         if stages is not None and not stages.is_last_stage():
             return out  # {"hidden_states": ...}, sent to the next stage
         target = shift_labels(labels, position_ids)
