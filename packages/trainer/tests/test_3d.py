@@ -50,6 +50,15 @@ def _losses(run: Path) -> list[float]:
     return [row["loss"] for row in read_metrics(run)]
 
 
+def _ddp(model: Path, data: Path, stages: list[dict], out: Path) -> Path:
+    """The reference: the same stages, one process, plain ddp; returns its output dir."""
+    plain = [StageConfig(data=[str(data)], **s) for s in stages]
+    Trainer(
+        TrainConfig(model=str(model), output_dir=str(out), stages=plain, save_interval=3)
+    ).train()
+    return out
+
+
 # Each parallel layout over 2 processes: (plugin settings, stages). The pipeline fills its two
 # stages with two micro-batches a step (1F1B needs grad_accum ≥ pp).
 LAYOUTS = {
@@ -75,18 +84,14 @@ def test_parallel_run_matches_ddp_and_exports_whole_weights(
     parallel_run, tiny_model, packed_text, tmp_path
 ):
     run, stage_settings = parallel_run
-    stages = [StageConfig(data=[str(packed_text)], **s) for s in stage_settings]
-    ddp = TrainConfig(
-        model=str(tiny_model), output_dir=str(tmp_path / "ddp"), stages=stages, save_interval=3
-    )
-    Trainer(ddp).train()
-    ours, plain = _losses(run), _losses(tmp_path / "ddp")
+    ddp = _ddp(tiny_model, packed_text, stage_settings, tmp_path / "ddp")
+    ours, plain = _losses(run), _losses(ddp)
     assert len(ours) == len(plain) == sum(s["steps"] for s in stage_settings)
     assert ours == pytest.approx(plain, abs=1e-4)
     assert plain[-1] < plain[0]
 
     weights = load_file(str(run / "export" / "model.safetensors"))
-    ddp_weights = load_file(str(tmp_path / "ddp" / "export" / "model.safetensors"))
+    ddp_weights = load_file(str(ddp / "export" / "model.safetensors"))
     start = load_file(str(tiny_model / "model.safetensors"))
     assert weights.keys() == ddp_weights.keys()
     for key, value in ddp_weights.items():
@@ -138,11 +143,8 @@ def test_tensor_parallel_pipeline_over_four_processes_matches_ddp(
     _, stages = LAYOUTS["pp2"]
     recipe = _recipe(tmp_path, tiny_model, packed_text, "tp2pp2", stages, plugin="3d", tp=2, pp=2)
     _train(recipe, nproc=4)
-    plain = [StageConfig(data=[str(packed_text)], **s) for s in stages]
-    Trainer(
-        TrainConfig(model=str(tiny_model), output_dir=str(tmp_path / "ddp"), stages=plain)
-    ).train()
-    assert _losses(tmp_path / "tp2pp2") == pytest.approx(_losses(tmp_path / "ddp"), abs=1e-4)
+    ddp = _ddp(tiny_model, packed_text, stages, tmp_path / "ddp")
+    assert _losses(tmp_path / "tp2pp2") == pytest.approx(_losses(ddp), abs=1e-4)
 
 
 @pytest.mark.slow
@@ -158,9 +160,10 @@ def test_four_stage_pipeline_with_frozen_middle_stages_matches_ddp(
     _, stages = LAYOUTS["pp2"]
     stages = [dict(s, grad_accum=4) for s in stages]
     _train(_recipe(tmp_path, model, packed_text, "pp4", stages, plugin="3d", pp=4), nproc=4)
-    plain = [StageConfig(data=[str(packed_text)], **s) for s in stages]
-    Trainer(TrainConfig(model=str(model), output_dir=str(tmp_path / "ddp"), stages=plain)).train()
-    rows, ddp = read_metrics(tmp_path / "pp4"), read_metrics(tmp_path / "ddp")
+    rows, ddp = (
+        read_metrics(tmp_path / "pp4"),
+        read_metrics(_ddp(model, packed_text, stages, tmp_path / "ddp")),
+    )
     assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in ddp], abs=1e-4)
     assert [r["grad_norm"] for r in rows] == pytest.approx([r["grad_norm"] for r in ddp], rel=1e-3)
     first = load_model_weights(tmp_path / "pp4" / "checkpoints" / "step-00000002" / "model")
