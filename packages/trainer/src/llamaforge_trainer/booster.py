@@ -43,10 +43,13 @@ class Layout:
     """How the processes split the work, as the plugin set it up.
 
     ``dp_*``: the data-parallel group — ranks in it read different rows; ranks outside it in
-    the same tensor / sequence group read the same rows. ``grad_average``: how many ranks the
-    plugin averages gradients over (data × sequence parallel for ``all_to_all``), which the
-    loss scale has to undo. ``tp_group``: the tensor-parallel group of a sharded LM head.
-    ``stage_manager`` / ``pp_group``: the pipeline's, when the plugin pipelines (``pp > 1``).
+    the same tensor / sequence group read the same rows; the loss is scaled by ``dp_size`` to
+    undo the plugin's gradient average. ``grad_average``: how many ranks the plugin averages
+    gradients over — data × sequence parallel for ``all_to_all``, whose sequence ranks all
+    compute the whole rows' loss; ColossalAI multiplies the gradient by sp where it gathers
+    the sequence back, so that average needs nothing more from the loss. ``tp_group``: the
+    tensor-parallel group of a sharded LM head. ``stage_manager`` / ``pp_group``: the
+    pipeline's, when the plugin pipelines (``pp > 1``).
     """
 
     dp_group: object
@@ -156,24 +159,12 @@ def build_plugin(config: TrainConfig, stage: StageConfig):
             cpu_offload=config.plugin == "zero2_cpu",
             max_norm=stage.max_grad_norm,
         )
-    from llamaforge_trainer.sharding import (
-        cpu_accelerator_compat,
-        grad_norm_compat,
-        p2p_compat,
-        packed_llama_policy,
-    )
+    from llamaforge_trainer.compat import apply_all
+    from llamaforge_trainer.sharding import packed_llama_policy
 
-    if not torch.cuda.is_available():
-        if config.sp > 1:
-            raise TrainError(
-                "plugin '3d': sequence parallelism needs CUDA (gloo has no all-to-all or "
-                "reduce-scatter); on CPU use tp and data parallelism"
-            )
-        if config.zero_stage > 0:
-            raise TrainError("plugin '3d': zero_stage > 0 needs CUDA; on CPU use zero_stage = 0")
-    cpu_accelerator_compat()
-    p2p_compat()
-    grad_norm_compat()
+    if not torch.cuda.is_available() and config.zero_stage > 0:
+        raise TrainError("plugin '3d': zero_stage > 0 needs CUDA; on CPU use zero_stage = 0")
+    apply_all()
     world = dist.get_world_size()
     if world % (config.tp * config.pp * (config.sp if config.sp_mode == "all_to_all" else 1)):
         raise TrainError(

@@ -20,84 +20,12 @@ that one: the policy gives the LLaMA *body* ShardFormer's stage forward instead 
 the first stage, its slice of the decoder layers, the final norm on the last), and the wrapper
 (``PackedCausalLM`` with a ``stage_manager``) runs it and, on the last stage, our loss.
 
-``cpu_accelerator_compat`` fills in what ColossalAI 0.5.0's CPU accelerator lacks for
-ShardFormer (its RNG calls raise or call ``torch.get_rng_state`` wrongly), so that the ``3d``
-plugin runs on CPU with gloo — the tests use it with 2 processes. It is applied only when no
-CUDA device is visible and never changes CUDA behaviour.
+The fixes ColossalAI 0.5.0 needs on this stack (and on CPU with gloo) are in ``compat.py``.
 """
 
 from __future__ import annotations
 
-import torch
-
-
-def cpu_accelerator_compat() -> None:
-    """Give ColossalAI's CPU accelerator the RNG and sync calls ShardFormer makes (idempotent)."""
-    if torch.cuda.is_available():
-        return
-    from colossalai.accelerator.cpu_accelerator import CpuAccelerator
-
-    if getattr(CpuAccelerator, "_llamaforge_compat", False):
-        return
-
-    def get_rng_state(self, device=None):
-        return torch.get_rng_state()
-
-    def set_rng_state(self, new_state, device=None):
-        torch.set_rng_state(new_state)
-
-    def manual_seed(self, seed):
-        torch.manual_seed(seed)
-
-    def synchronize(self, device=None):
-        return None
-
-    CpuAccelerator.get_rng_state = get_rng_state
-    CpuAccelerator.set_rng_state = set_rng_state
-    CpuAccelerator.manual_seed = manual_seed
-    CpuAccelerator.manual_seed_all = manual_seed
-    CpuAccelerator.initial_seed = lambda self: torch.initial_seed()
-    CpuAccelerator.synchronize = synchronize
-    CpuAccelerator.empty_cache = lambda self: None
-    CpuAccelerator._llamaforge_compat = True
-
-
-def p2p_compat() -> None:
-    """ColossalAI 0.5.0's pipeline send/recv asks ``c10d.Backend.HCCL`` (Ascend) whenever the
-    group is not NCCL; torch 2.5.1 has no such name, so every gloo pipeline crashed. Give it
-    the name and an "is it available" answer of no (idempotent; NCCL never reaches them)."""
-    from torch.distributed import distributed_c10d as c10d
-
-    if not hasattr(c10d.Backend, "HCCL"):
-        c10d.Backend.HCCL = "hccl"
-    if not hasattr(torch.distributed, "is_hccl_available"):
-        torch.distributed.is_hccl_available = lambda: False
-
-
-def grad_norm_compat() -> None:
-    """ColossalAI 0.5.0's hybrid-parallel optimizers (ZeRO 0: plain and mixed precision)
-    return a zero gradient norm early on a rank that holds no gradient — skipping the
-    all-reduces its tensor / pipeline peers are waiting in. A pipeline stage with nothing
-    trainable (an embeddings-only stage with pp ≥ 3: the middle stages hold only frozen
-    layers) hung every rank at its first step. Such a rank now joins them with a zero
-    (idempotent). The ZeRO optimizer has the same early return; the config refuses that case.
-    """
-    from colossalai.accelerator import get_accelerator
-    from colossalai.booster.plugin import hybrid_parallel_plugin as hybrid
-
-    for cls in (hybrid.HybridParallelNaiveOptimizer, hybrid.HybridParallelAMPOptimizer):
-        original = cls._compute_grad_norm
-        if getattr(original, "_llamaforge_compat", False):
-            continue
-
-        def compute_grad_norm(self, param_gradient_pairs, norm_type=2, _original=original):
-            if not param_gradient_pairs:  # a (parameter, gradient) pair of one zero
-                zero = torch.zeros(1, device=get_accelerator().get_current_device())
-                param_gradient_pairs = [(zero, zero)]
-            return _original(self, param_gradient_pairs, norm_type)
-
-        compute_grad_norm._llamaforge_compat = True
-        cls._compute_grad_norm = compute_grad_norm
+from llamaforge_trainer.errors import TrainError
 
 
 def packed_llama_policy():
@@ -133,3 +61,32 @@ def packed_llama_policy():
             return self.wrapper
 
     return PackedLlamaPolicy()
+
+
+def check_model_fits(config, model_config) -> None:
+    """Refuse, naming the numbers, a model that the ``3d`` layout of ``config`` (a
+    ``TrainConfig``) cannot split: ColossalAI asserts (or, for all-to-all sequence
+    parallelism, silently floors the head count) instead."""
+    vocab, layers = model_config.vocab_size, model_config.num_hidden_layers
+    heads = model_config.num_attention_heads
+    kv_heads = getattr(model_config, "num_key_value_heads", None) or heads
+    if vocab % config.tp:
+        raise TrainError(
+            f"plugin '3d': the vocabulary ({vocab}) is not a multiple of tp={config.tp}; "
+            "ColossalAI 0.5.0 pads it and then cannot save the optimizer state — expand the "
+            "tokenizer to a multiple of tp (e.g. learn a few more pieces) or change tp"
+        )
+    if layers < config.pp:
+        raise TrainError(
+            f"plugin '3d': the model has {layers} decoder layers, fewer than pp="
+            f"{config.pp} pipeline stages; lower pp"
+        )
+    size, name = config.tp, f"tp={config.tp}"
+    if config.sp_mode == "all_to_all" and config.sp > 1:  # the sequence group splits heads too
+        size, name = config.tp * config.sp, f"tp × sp = {config.tp} × {config.sp}"
+    for what, count in (("attention heads", heads), ("key/value heads", kv_heads)):
+        if count % size:
+            raise TrainError(
+                f"plugin '3d': the model's {count} {what} cannot be split evenly over {name}; "
+                f"choose sizes whose product divides {count}"
+            )
