@@ -55,6 +55,37 @@ def test_packed_row_loss_equals_documents_run_one_by_one(model):
     assert float(packed_sum) / count == pytest.approx(total / count, rel=1e-5)
 
 
+def test_padding_a_batch_leaves_its_loss_unchanged(model):
+    """Sequence parallelism pads rows to a multiple of sp: the padding is its own document
+    without targets, so the loss sum and target count stay those of the real tokens."""
+    from llamaforge_trainer.data import pad_to_multiple, stack_micro_batches
+
+    docs = _docs(model.config.vocab_size, [17, 5, 8, 3], seed=4)
+    rows = [
+        {"input_ids": d.tolist(), "labels": d.tolist(), "lengths": [len(d)]}
+        for d in (torch.cat(docs[:2]), torch.cat(docs[2:]))
+    ]
+    rows[0]["lengths"], rows[1]["lengths"] = [17, 5], [8, 3]
+    batch = collate_packed(rows)  # 22 and 11 tokens: the second row already padded to 22
+    padded = pad_to_multiple(batch, 4)
+    assert padded["input_ids"].shape == (2, 24)
+    assert "cu_seqlens" not in padded  # it no longer describes the rows
+    assert pad_to_multiple(batch, 2) is batch
+    alone = collate_packed(rows[1:])  # 11 tokens, stacked under the 24-token batch
+    stacked = stack_micro_batches([padded, alone])
+    assert stacked["input_ids"].shape == (3, 24)
+    wrapped = PackedCausalLM(model, loss_chunk=5)
+    with torch.no_grad():
+        (plain_sum, plain_n), (pad_sum, pad_n), (stack_sum, stack_n), (one_sum, one_n) = [
+            wrapped(b["input_ids"], b["labels"], b["position_ids"])
+            for b in (batch, padded, stacked, alone)
+        ]
+    assert int(pad_n) == int(plain_n) == 17 + 5 + 8 + 3 - 4
+    assert float(pad_sum) == pytest.approx(float(plain_sum), rel=1e-5)
+    assert int(stack_n) == int(plain_n) + int(one_n)
+    assert float(stack_sum) == pytest.approx(float(plain_sum) + float(one_sum), rel=1e-5)
+
+
 def test_docwise_and_masked_attention_give_the_same_loss_and_gradients(tiny_model):
     docs = _docs(1000, [31, 4, 1, 60, 12], seed=2)
     rows = [

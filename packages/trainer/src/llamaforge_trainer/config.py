@@ -103,7 +103,9 @@ class TrainConfig:
     seed: int = 42
     """Seed for initialisation-free randomness (NEFTune noise, data order)."""
     attention: str = "auto"
-    """``auto`` (flash-attn varlen if installed, else SDPA with a block-diagonal mask), ..."""
+    """``auto`` (flash-attn varlen if installed, else ``docwise``: SDPA per document), ``flash``,
+    ``docwise``, ``sdpa`` (one SDPA call with a block-diagonal mask) or ``eager``. Under
+    sequence parallelism ShardFormer's attention takes only a mask: ``auto`` gives it one."""
     loss_chunk: int = 1024
     """Tokens per chunk of the chunked cross-entropy (full fp32 logits never materialise)."""
     fused_rmsnorm: str = "auto"
@@ -126,7 +128,8 @@ class TrainConfig:
     pp: int = 1
     """3d plugin: pipeline parallel size (1F1B over each step's ``grad_accum`` micro-batches)."""
     sp: int = 1
-    """3d plugin: sequence parallel size."""
+    """3d plugin: sequence parallel size (rows are padded to a multiple of it, as their own
+    document with no targets)."""
     sp_mode: str = "split_gather"
     """3d plugin: ``split_gather`` or ``ring`` (both share the tp group: sp = tp; ``ring``
     overlaps the sequence all-gather with the matmuls) or ``all_to_all``."""
@@ -189,6 +192,12 @@ class TrainConfig:
                 self.sp == 1 or self.sp_mode == "all_to_all" or self.sp == self.tp,
                 f"sp: {self.sp_mode} sequence parallelism shares the tensor-parallel group; "
                 "set sp = tp",
+            )
+            check(
+                self.sp == 1 or self.attention not in ("flash", "docwise"),
+                f"attention: {self.attention!r} cannot run under sequence parallelism "
+                "(ShardFormer's attention replaces it and takes only a mask); use 'auto', "
+                "which gives it the block-diagonal mask",
             )
             check(self.zero_stage in (0, 1, 2), "zero_stage: must be 0, 1 or 2")
             check(

@@ -38,8 +38,10 @@ def random_rows(num_rows: int, length: int, vocab: int, seed: int) -> list[dict]
     ]
 
 
-def micro_batches(data, sampler, size: int, flat: bool) -> Iterator[dict]:
-    """Endless micro-batches in sampler order; a new epoch starts when the data runs out."""
+def micro_batches(data, sampler, size: int, flat: bool, multiple: int = 1) -> Iterator[dict]:
+    """Endless micro-batches in sampler order; a new epoch starts when the data runs out.
+    ``multiple``: the row length is padded up to a multiple of it (sequence parallelism cuts
+    every row into that many equal slices)."""
     from llamaforge_datapack import collate_packed
 
     if len(data) < sampler.world_size:
@@ -51,7 +53,7 @@ def micro_batches(data, sampler, size: int, flat: bool) -> Iterator[dict]:
         for index in sampler:
             rows.append(data[index])
             if len(rows) == size:
-                batch = collate_packed(rows, flat=flat)
+                batch = pad_to_multiple(collate_packed(rows, flat=flat), multiple)
                 batch["lengths"] = [n for r in rows for n in r["lengths"]]
                 batch["real_tokens"] = sum(batch["lengths"])  # padding excluded
                 yield batch
@@ -70,19 +72,35 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def pad_to(batch: dict, length: int) -> dict:
+    """``batch`` with its rows padded on the right to ``length``: input 0, label -100 and
+    positions of a run of their own, so padding is a separate document and never a target
+    (the mask, the spans and the loss all follow from the position ids). ``cu_seqlens`` and
+    ``max_seqlen``, which would no longer describe it, are dropped; other entries are kept. A
+    batch already that long is returned unchanged."""
+    rows, pad = batch["input_ids"].shape[0], length - batch["input_ids"].shape[1]
+    if pad <= 0:
+        return batch
+    fill = {
+        "input_ids": torch.zeros(rows, pad, dtype=batch["input_ids"].dtype),
+        "labels": torch.full((rows, pad), -100, dtype=batch["labels"].dtype),
+        "position_ids": torch.arange(pad, dtype=batch["position_ids"].dtype).expand(rows, pad),
+    }
+    kept = {k: v for k, v in batch.items() if k not in ("cu_seqlens", "max_seqlen")}
+    return {**kept, **{key: torch.cat([batch[key], part], dim=1) for key, part in fill.items()}}
+
+
+def pad_to_multiple(batch: dict, multiple: int) -> dict:
+    """:func:`pad_to` the next multiple of ``multiple`` of the row length."""
+    length = batch["input_ids"].shape[1]
+    return pad_to(batch, -(-length // multiple) * multiple)
+
+
 def stack_micro_batches(batches: list[dict]) -> dict:
     """One batch of a step's micro-batches for the pipeline schedule, which cuts it back into
-    equal slices: each is padded to the longest (input 0, label -100, positions of a separate
-    run, so padding is its own document and never a target) and they are concatenated."""
+    equal slices: each is padded (:func:`pad_to`) to the longest and they are concatenated."""
     longest = max(b["input_ids"].shape[1] for b in batches)
-    parts: dict[str, list[torch.Tensor]] = {"input_ids": [], "labels": [], "position_ids": []}
-    for b in batches:
-        rows, pad = b["input_ids"].shape[0], longest - b["input_ids"].shape[1]
-        fill = {
-            "input_ids": torch.zeros(rows, pad, dtype=b["input_ids"].dtype),
-            "labels": torch.full((rows, pad), -100, dtype=b["labels"].dtype),
-            "position_ids": torch.arange(pad, dtype=b["position_ids"].dtype).expand(rows, pad),
-        }
-        for key, tensors in parts.items():
-            tensors.append(torch.cat([b[key], fill[key]], dim=1))
-    return {key: torch.cat(tensors) for key, tensors in parts.items()}
+    padded = [pad_to(b, longest) for b in batches]
+    return {
+        key: torch.cat([b[key] for b in padded]) for key in ("input_ids", "labels", "position_ids")
+    }

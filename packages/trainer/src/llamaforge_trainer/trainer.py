@@ -51,7 +51,8 @@ from llamaforge_trainer.model import (
     save_hf,
     set_trainable,
 )
-from llamaforge_trainer.packed import DOCWISE, PackedCausalLM, choose_attention
+from llamaforge_trainer.packed import PackedCausalLM, choose_attention
+from llamaforge_trainer.sharding import check_model_fits
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,11 @@ class Trainer:
         if config.precision == "fp16" and self.dist.device.type != "cuda":
             raise TrainError("precision 'fp16' needs CUDA; on CPU use 'bf16' or 'fp32'")
         attention = choose_attention(config.attention)
-        if config.plugin == "3d" and config.sp > 1 and attention == DOCWISE:
+        if config.plugin == "3d" and config.sp > 1:
             # sequence parallelism swaps in ShardFormer's own attention, which takes a mask
-            # and nothing else: the block mask it is.
+            # and nothing else (not flash-attn's varlen, not our spans): the block mask it is.
             attention = "sdpa"
+        self.sp = config.sp if config.plugin == "3d" else 1
         self.flat = attention == "flash_attention_2"  # varlen kernel wants one flat sequence
         self.attention = attention
         # ZeRO, Gemini and 3d own the module they boost (sharded / chunked in place), so each
@@ -90,19 +92,8 @@ class Trainer:
         self.fresh_per_stage = config.plugin != "ddp"
         self.lazy = config.plugin in boosting.LAZY
         self._build_module()
-        vocab = self.causal_lm.config.vocab_size
-        if config.plugin == "3d" and vocab % config.tp:
-            raise TrainError(
-                f"plugin '3d': the vocabulary ({vocab}) is not a multiple of tp={config.tp}; "
-                "ColossalAI 0.5.0 pads it and then cannot save the optimizer state — expand the "
-                "tokenizer to a multiple of tp (e.g. learn a few more pieces) or change tp"
-            )
-        layers = self.causal_lm.config.num_hidden_layers
-        if config.plugin == "3d" and layers < config.pp:
-            raise TrainError(
-                f"plugin '3d': the model has {layers} decoder layers, fewer than pp="
-                f"{config.pp} pipeline stages; lower pp"
-            )
+        if config.plugin == "3d":
+            check_model_fits(config, self.causal_lm.config)
         dtype = DTYPES[config.precision]  # the compute precision; weights stay fp32 masters
         self.matmul_params = matmul_parameters(self.causal_lm)
         self.metrics = MetricsSink(self.out, enabled=self.dist.rank == 0)
@@ -176,8 +167,8 @@ class Trainer:
                     part, _ = model(batch["input_ids"], batch["labels"], batch["position_ids"])
                 # The plugin averages gradients over its data-parallel ranks: scale so the
                 # result is the mean over every target token of the step, however the rows
-                # are split into processes and micro-batches.
-                booster.backward(part * parts.grad_average / n_targets, optimizer)
+                # are split into processes and micro-batches (see Layout).
+                booster.backward(part * parts.dp_size / n_targets, optimizer)
             loss_sum += part.detach().double().cpu()
         return loss_sum
 
@@ -187,7 +178,7 @@ class Trainer:
         sums: list[torch.Tensor] = []
         # the schedule divides each micro-batch's loss by their number: undo it, then scale
         # to the mean over the step's targets as the other plugins do
-        scale = parts.grad_average * len(batches) / n_targets
+        scale = parts.dp_size * len(batches) / n_targets
 
         def criterion(outputs, _micro_batch):
             part, _ = outputs
@@ -239,7 +230,8 @@ class Trainer:
             if stage.neftune_alpha > 0
             else None
         )
-        batches = micro_batches(data, sampler, stage.micro_batch_size, self.flat)
+        # sequence parallelism cuts each row into sp equal slices
+        batches = micro_batches(data, sampler, stage.micro_batch_size, self.flat, self.sp)
         fpt = None
         model.train()
         log.info("stage %s: %d trainable parameters, %d rows", stage.name, n_trainable, len(data))
