@@ -257,7 +257,9 @@ def test_sequence_parallel_matches_ddp(mode, tiny_model, odd_rows, odd_rows_ddp,
 FOUR_PROCESS_SEQUENCE_PARALLEL = {
     # (layout, data-parallel size): sequence parallelism inside a pipeline with tp ...
     "tp2_sp2_pp2": ({"tp": 2, "sp": 2, "sp_mode": "split_gather", "pp": 2}, 1),
-    # ... and beside data parallelism (the loss scale undoes a dp average, not dp × sp)
+    # ... each all-to-all rank's slice of the loss on the last pipeline stage ...
+    "sp2_pp2": ({"sp": 2, "sp_mode": "all_to_all", "pp": 2}, 1),
+    # ... and beside data parallelism (gradients averaged over dp × sp ranks)
     "sp2_dp2": ({"sp": 2, "sp_mode": "all_to_all"}, 2),
 }
 

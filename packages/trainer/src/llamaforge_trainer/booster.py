@@ -43,13 +43,13 @@ class Layout:
     """How the processes split the work, as the plugin set it up.
 
     ``dp_*``: the data-parallel group — ranks in it read different rows; ranks outside it in
-    the same tensor / sequence group read the same rows; the loss is scaled by ``dp_size`` to
-    undo the plugin's gradient average. ``grad_average``: how many ranks the plugin averages
-    gradients over — data × sequence parallel for ``all_to_all``, whose sequence ranks all
-    compute the whole rows' loss; ColossalAI multiplies the gradient by sp where it gathers
-    the sequence back, so that average needs nothing more from the loss. ``tp_group``: the
-    tensor-parallel group of a sharded LM head. ``stage_manager`` / ``pp_group``: the
-    pipeline's, when the plugin pipelines (``pp > 1``).
+    the same tensor / sequence group read the same rows. ``grad_average``: how many ranks the
+    plugin averages gradients over (data × sequence parallel for ``all_to_all``), which the
+    loss scale has to undo. ``sp_group``: set for ``all_to_all`` sequence parallelism, whose
+    ranks each compute the loss of their slice of the rows (so it is summed over the group,
+    and the average over it is a sum of slices). ``tp_group``: the tensor-parallel group of a
+    sharded LM head. ``stage_manager`` / ``pp_group``: the pipeline's, when the plugin
+    pipelines (``pp > 1``).
     """
 
     dp_group: object
@@ -57,6 +57,7 @@ class Layout:
     dp_size: int
     grad_average: int
     tp_group: object = None
+    sp_group: object = None
     stage_manager: object = None
     pp_group: object = None
 
@@ -67,12 +68,17 @@ def layout(plugin) -> Layout:
 
     if isinstance(plugin, HybridParallelPlugin):
         group = plugin.dp_group
+        config = plugin.shard_config
+        sliced = (
+            config.enable_sequence_parallelism and config.sequence_parallelism_mode == "all_to_all"
+        )
         return Layout(
             dp_group=group,
             dp_rank=dist.get_rank(group),
             dp_size=dist.get_world_size(group),
             grad_average=dist.get_world_size(plugin.mixed_dp_group),
             tp_group=plugin.tp_group if plugin.tp_size > 1 else None,
+            sp_group=plugin.sp_group if sliced else None,
             stage_manager=plugin.stage_manager if plugin.pp_size > 1 else None,
             pp_group=plugin.pp_group if plugin.pp_size > 1 else None,
         )
@@ -239,5 +245,6 @@ def boost(config: TrainConfig, module, stage: StageConfig):
     model, optimizer, _, _, scheduler = booster.boost(module, optimizer, lr_scheduler=scheduler)
     parts = layout(plugin)
     module.tp_group = parts.tp_group
+    module.sp_group = parts.sp_group
     module.stage_manager = parts.stage_manager
     return booster, model, optimizer, scheduler, parts

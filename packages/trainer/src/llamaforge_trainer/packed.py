@@ -259,6 +259,8 @@ class PackedCausalLM(nn.Module):
 
     This is the module handed to the Booster (so DDP's hooks see the whole computation).
     ``tp_group``: set when the ``3d`` plugin shards the LM head over a tensor-parallel group.
+    ``sp_group``: set for ``all_to_all`` sequence parallelism: the body returns this rank's
+    slice of the sequence, and the loss (LM head included) covers that slice only.
     ``stage_manager``: set when the ``3d`` plugin pipelines the model (``pp > 1``): a stage
     that is not the last takes the previous stage's ``hidden_states`` (the first: the token
     ids) and returns ``{"hidden_states": ...}`` for the next; only the last computes the loss.
@@ -270,6 +272,7 @@ class PackedCausalLM(nn.Module):
         self.loss_chunk = loss_chunk
         self.vocab_size = causal_lm.config.vocab_size
         self.tp_group = None
+        self.sp_group = None
         self.stage_manager = None
 
     def base(self) -> nn.Module:
@@ -294,10 +297,15 @@ class PackedCausalLM(nn.Module):
                 else lm.get_input_embeddings().weight.dtype
             )
             mask = block_causal_mask(position_ids, dtype)
+        if self.sp_group is not None:  # keep each rank's slice of the rows to the end
+            inputs["force_sp_gather"] = False
         out = lm.model(**inputs, attention_mask=mask, position_ids=position_ids, use_cache=False)
         if stages is not None and not stages.is_last_stage():
             return out  # {"hidden_states": ...}, sent to the next stage
         target = shift_labels(labels, position_ids)
+        if self.sp_group is not None:  # the targets of this rank's slice
+            size, rank = dist.get_world_size(self.sp_group), dist.get_rank(self.sp_group)
+            target = target.chunk(size, dim=1)[rank]
         loss = chunked_cross_entropy(
             out[0],
             lm.get_output_embeddings().weight,

@@ -137,6 +137,8 @@ class Trainer:
                 booster, model, optimizer, batches, parts, n_targets
             )
         dist.all_reduce(loss_sum, group=parts.dp_group)
+        if parts.sp_group is not None:  # each sequence rank has its slice's loss
+            dist.all_reduce(loss_sum, group=parts.sp_group)
         if parts.pp_group is not None:  # only the last stage has the loss; the others add 0
             dist.all_reduce(loss_sum, group=parts.pp_group)
         loss = float(loss_sum) / n_targets
@@ -168,7 +170,7 @@ class Trainer:
                 # The plugin averages gradients over its data-parallel ranks: scale so the
                 # result is the mean over every target token of the step, however the rows
                 # are split into processes and micro-batches (see Layout).
-                booster.backward(part * parts.dp_size / n_targets, optimizer)
+                booster.backward(part * parts.grad_average / n_targets, optimizer)
             loss_sum += part.detach().double().cpu()
         return loss_sum
 
@@ -178,7 +180,7 @@ class Trainer:
         sums: list[torch.Tensor] = []
         # the schedule divides each micro-batch's loss by their number: undo it, then scale
         # to the mean over the step's targets as the other plugins do
-        scale = parts.dp_size * len(batches) / n_targets
+        scale = parts.grad_average * len(batches) / n_targets
 
         def criterion(outputs, _micro_batch):
             part, _ = outputs
