@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,18 +11,12 @@ from pathlib import Path
 import pytest
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ring_gather_reduce_scatter_and_all_to_all_on_three_ranks(tmp_path):
     worker = Path(__file__).with_name("collectives_worker.py")
     cmd = [
         *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "3"),
-        *("--master_port", str(_free_port()), str(worker)),
+        *("--standalone", str(worker)),  # a free local port of its own
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -79,11 +79,11 @@ class Trainer:
         if config.precision == "fp16" and self.dist.device.type != "cuda":
             raise TrainError("precision 'fp16' needs CUDA; on CPU use 'bf16' or 'fp32'")
         attention = choose_attention(config.attention)
-        if config.plugin == "3d" and config.sp > 1:
+        self.sp = config.sp if config.plugin == "3d" else 1
+        if self.sp > 1:
             # sequence parallelism swaps in ShardFormer's own attention, which takes a mask
             # and nothing else (not flash-attn's varlen, not our spans): the block mask it is.
             attention = "sdpa"
-        self.sp = config.sp if config.plugin == "3d" else 1
         self.flat = attention == "flash_attention_2"  # varlen kernel wants one flat sequence
         self.attention = attention
         # ZeRO, Gemini and 3d own the module they boost (sharded / chunked in place), so each
