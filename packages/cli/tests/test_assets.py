@@ -130,6 +130,16 @@ def test_smollm2_answers_paris(asset):
     assert "Paris" in answer, answer
 
 
+def test_smollm2_tokenizer_is_the_full_dirs_tokenizer_without_weights(asset):
+    """The small asset (what can travel where the 89 MB distribution cannot) holds exactly
+    the tokenizer files of the full SmolLM2 dir, byte for byte."""
+    small, full = asset("smollm2-tokenizer"), asset("smollm2-135m")
+    files = sorted(p.name for p in small.iterdir() if p.name != "MANIFEST.json")
+    assert files == ["special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
+    assert all((small / f).read_bytes() == (full / f).read_bytes() for f in files)
+    assert sum((small / f).stat().st_size for f in files) < 8_000_000
+
+
 def test_llama3_tokenizer_reproduces_llama_cpp_cases(asset):
     from tokenizers import Tokenizer
 

@@ -55,7 +55,7 @@ def server(request, asset, tiny_llama, tmp_path_factory):
         model = asset("smollm2-135m")
     else:
         model = tiny_llama(
-            tmp_path_factory.mktemp("serve") / "tiny", asset("smollm2-135m"), positions=4096
+            tmp_path_factory.mktemp("serve") / "tiny", asset("smollm2-tokenizer"), positions=4096
         )
     # vLLM sizes its KV cache to a share of all RAM by default; two engines share this process.
     vllm_args = {"enforce_eager": True, "kv_cache_memory_bytes": 1 << 30}
@@ -77,7 +77,7 @@ def server(request, asset, tiny_llama, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def smollm2_server(asset):
-    """The real SmolLM2 on the transformers backend (on the GPU where there is one)."""
+    """The real SmolLM2 on the transformers backend."""
     running = Running(asset("smollm2-135m"), max_batch=4, max_model_len=2048, dtype="float32")
     running.name, running.model_dir = "smollm2-135m", asset("smollm2-135m")
     yield running

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_model(asset, tiny_llama, tmp_path_factory) -> Path:
     return tiny_llama(
-        tmp_path_factory.mktemp("tiny") / "model", asset("smollm2-135m"), positions=2048
+        tmp_path_factory.mktemp("tiny") / "model", asset("smollm2-tokenizer"), positions=2048
     )
 
 
@@ -30,7 +30,7 @@ def packed_text(asset, tmp_path_factory) -> Path:
             Source(name="zh", inputs=[str(work / "zh.txt")]),
             Source(name="en", inputs=[str(work / "en.txt")]),
         ],
-        TokenizeConfig(tokenizer_dir=asset("smollm2-135m"), max_length=128),
+        TokenizeConfig(tokenizer_dir=asset("smollm2-tokenizer"), max_length=128),
         PackConfig(out_dir=out, num_bins=2),
     )
     return out

@@ -155,7 +155,7 @@ def test_four_stage_pipeline_with_frozen_middle_stages_matches_ddp(
     pipeline stages hold nothing trainable (ColossalAI 0.5.0's gradient norm hung every rank
     there until they joined its all-reduces with a zero)."""
     model = tiny_llama(
-        tmp_path / "untied", asset("smollm2-135m"), layers=4, positions=2048, tied=False
+        tmp_path / "untied", asset("smollm2-tokenizer"), layers=4, positions=2048, tied=False
     )
     _, stages = LAYOUTS["pp2"]
     stages = [dict(s, grad_accum=4) for s in stages]
@@ -219,7 +219,7 @@ def odd_rows(asset, tmp_path_factory) -> Path:
     (work / "zh.txt").write_text("\n".join(zh), encoding="utf-8")
     pack(
         [Source(name="zh", inputs=[str(work / "zh.txt")])],
-        TokenizeConfig(tokenizer_dir=asset("smollm2-135m"), max_length=127),
+        TokenizeConfig(tokenizer_dir=asset("smollm2-tokenizer"), max_length=127),
         PackConfig(out_dir=work / "out", num_bins=1),
     )
     return work / "out"

