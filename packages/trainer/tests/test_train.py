@@ -210,6 +210,45 @@ def test_config_errors_name_the_field(tmp_path):
     assert load_config(yaml_path).stages[0].steps == 2
     assert load_config(yaml_path, ["plugin=3d", "tp=2"]).tp == 2
     assert load_config(yaml_path, ["plugin=3d", "pp=2", "stages.0.grad_accum=4"]).pp == 2
+    with pytest.raises(TrainError, match="optimizer: 'adam' is not one of auto, hybrid_adam"):
+        load_config(yaml_path, ["optimizer=adam"])
+    with pytest.raises(TrainError, match="Gemini runs with ColossalAI's HybridAdam only"):
+        load_config(yaml_path, ["optimizer=adamw", "plugin=gemini"])
+
+
+def test_optimizer_choice(tiny_model, packed_text, tmp_path):
+    """``auto`` takes HybridAdam where ColossalAI's kernels build (CUDA), else torch's AdamW;
+    asking for HybridAdam without CUDA is refused with the reason."""
+    stage = [{"steps": 1}]
+    result = Trainer(_config(tmp_path / "auto", tiny_model, packed_text, stage)).train()
+    assert result.optimizer == ("HybridAdam" if torch.cuda.is_available() else "AdamW")
+    forced = _config(tmp_path / "ha", tiny_model, packed_text, stage, optimizer="hybrid_adam")
+    if torch.cuda.is_available():
+        assert Trainer(forced).train().optimizer == "HybridAdam"
+    else:
+        with pytest.raises(TrainError, match="optimizer 'hybrid_adam' needs CUDA"):
+            Trainer(forced).train()
+
+
+@pytest.mark.gpu
+def test_hybrid_adam_and_torch_adamw_train_alike(tiny_model, packed_text, tmp_path):
+    """The same bf16 run with ColossalAI's HybridAdam and with torch's fused AdamW (the
+    fallback where HybridAdam's kernels do not build)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    curves = {}
+    for name in ("hybrid_adam", "adamw"):
+        cfg = _config(
+            tmp_path / name,
+            tiny_model,
+            packed_text,
+            [{"steps": 4, "lr": 3e-3}],
+            precision="bf16",
+            optimizer=name,
+        )
+        assert Trainer(cfg).train().optimizer == {"hybrid_adam": "HybridAdam"}.get(name, "AdamW")
+        curves[name] = [r["loss"] for r in read_metrics(cfg.output_dir)]
+    assert curves["hybrid_adam"] == pytest.approx(curves["adamw"], rel=2e-2)
 
 
 def test_lora_stage_trains_adapters_and_exports_merged(tiny_model, packed_text, tmp_path):

@@ -4,7 +4,7 @@ Order matters and is always the same:
 1. ``launch_from_torch`` (reads torchrun's env; gloo on CPU, nccl on GPU) — before any plugin.
 2. the plugin (GPU-only ones refuse early, with a clear message, when CUDA is absent).
 3. the optimizer over the parameters that are trainable *in this stage* — HybridAdam (fused
-   CUDA / CPU kernels) on GPU, torch AdamW on CPU.
+   CUDA / CPU kernels) on GPU where ColossalAI's kernels build, else torch's AdamW.
 4. the warm-up + cosine schedule (Colossal-LLaMA's CosineAnnealingWarmupLR).
 5. ``booster.boost`` wraps model and optimizer (DDP, ZeRO, Gemini, 3d).
 Each stage calls 3-5 again, because what is trainable changes between stages.
@@ -18,6 +18,7 @@ a loss scaler (fp16, CUDA only).
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass
 
@@ -29,6 +30,8 @@ from llamaforge_trainer.errors import TrainError
 
 GPU_ONLY = {"gemini", "gemini_auto", "zero2", "zero2_cpu"}
 LAZY = {"gemini", "gemini_auto", "3d"}  # built under LazyInitContext, as Colossal-LLaMA does
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -202,20 +205,50 @@ def build_plugin(config: TrainConfig, stage: StageConfig):
     )
 
 
-def build_optimizer(params, stage: StageConfig):
-    """HybridAdam on GPU (fused kernels), AdamW on CPU; Colossal-LLaMA's betas and decay."""
+def build_optimizer(params, stage: StageConfig, config: TrainConfig):
+    """The stage's optimizer over its trainable ``params``, with Colossal-LLaMA's betas and
+    decay: ColossalAI's HybridAdam (fused CUDA kernel, and its CPU kernel for offloaded
+    states) or torch's AdamW, as ``config.optimizer`` asks (see :class:`TrainConfig`)."""
     params = [p for p in params if p.requires_grad]
     if not params:
         raise TrainError(f"stage {stage.name!r} has no trainable parameters")
-    if torch.cuda.is_available():
-        from colossalai.nn.optimizer import HybridAdam
+    kw = {"lr": stage.lr, "betas": stage.betas, "weight_decay": stage.weight_decay}
+    choice, cuda = config.optimizer, torch.cuda.is_available()
+    needs_hybrid = choice == "hybrid_adam" or config.plugin in ("gemini", "gemini_auto")
+    if choice != "adamw" and cuda:
+        try:
+            from colossalai.nn.optimizer import HybridAdam
 
-        return HybridAdam(
-            params, lr=stage.lr, betas=stage.betas, weight_decay=stage.weight_decay, adamw_mode=True
+            # builds ColossalAI's kernels on first use (cached under ~/.cache/colossalai)
+            return HybridAdam(params, adamw_mode=True, **kw)
+        except Exception as exc:  # noqa: BLE001 - a kernel build fails in many ways
+            reason = _build_failure(exc)
+            if needs_hybrid:
+                raise TrainError(
+                    f"HybridAdam's kernels do not build or load here ({reason}); "
+                    + (
+                        "Gemini needs them"
+                        if choice != "hybrid_adam"
+                        else "set optimizer = 'auto' to fall back to torch's AdamW"
+                    )
+                ) from None
+            log.warning("HybridAdam's kernels do not load (%s); using torch's fused AdamW", reason)
+    elif choice == "hybrid_adam":  # (Gemini without CUDA is refused with the plugin)
+        raise TrainError(
+            "optimizer 'hybrid_adam' needs CUDA (ColossalAI builds its kernels with nvcc); "
+            "use 'auto', which takes torch's AdamW here"
         )
-    return torch.optim.AdamW(
-        params, lr=stage.lr, betas=stage.betas, weight_decay=stage.weight_decay
-    )
+    # fused: one kernel per step on CUDA; offloaded states live on the CPU
+    return torch.optim.AdamW(params, fused=cuda and not config.cpu_offload, **kw)
+
+
+def _build_failure(exc: BaseException) -> str:
+    """What went wrong, in one line, from an exception whose message may hold a compiler
+    log: its first ``error:`` line (``fatal error: cublas_v2.h: No such file``), else its
+    last line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line]
+    return (errors or lines[-1:] or [type(exc).__name__])[0][:300]
 
 
 def build_scheduler(optimizer, stage: StageConfig):
@@ -240,7 +273,7 @@ def boost(config: TrainConfig, module, stage: StageConfig):
     if config.plugin == "ddp" and config.precision == "fp16":
         mixed = "fp16"  # torch AMP with a loss scaler; bf16 runs under autocast (trainer)
     booster = Booster(plugin=plugin, mixed_precision=mixed)
-    optimizer = build_optimizer(module.parameters(), stage)
+    optimizer = build_optimizer(module.parameters(), stage, config)
     scheduler = build_scheduler(optimizer, stage)
     model, optimizer, _, _, scheduler = booster.boost(module, optimizer, lr_scheduler=scheduler)
     parts = layout(plugin)

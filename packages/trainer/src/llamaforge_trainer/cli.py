@@ -88,7 +88,7 @@ def run(cfg, console: Console) -> None:
     if rank == 0:
         console.print(
             f"done: {result.global_step} steps, {result.skipped_steps} skipped; "
-            f"MFU peak from {result.peak_source}"
+            f"optimizer {result.optimizer}; MFU peak from {result.peak_source}"
         )
         if result.export_dir:
             console.print(f"exported → {result.export_dir}")

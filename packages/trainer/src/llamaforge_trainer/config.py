@@ -39,6 +39,7 @@ TRAINABLE = ("all", "embeddings", "lora")
 ATTENTION = ("auto", "flash", "docwise", "sdpa", "eager")
 NAN_POLICY = ("stop", "skip")
 FUSED = ("auto", "on", "off")
+OPTIMIZERS = ("auto", "hybrid_adam", "adamw")
 SP_MODES = ("split_gather", "ring", "all_to_all")
 
 
@@ -111,6 +112,10 @@ class TrainConfig:
     fused_rmsnorm: str = "auto"
     """Liger's Triton RMSNorm on CUDA when liger-kernel is installed (``auto``), required
     (``on``) or never (``off``). The 3d plugin uses apex's through ShardFormer instead."""
+    optimizer: str = "auto"
+    """``auto`` (ColossalAI's HybridAdam on CUDA where its fused kernels build and load, else
+    torch's AdamW — fused on CUDA), ``hybrid_adam`` (required) or ``adamw``. Gemini runs
+    with HybridAdam only."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
     save_interval: int = 100
@@ -219,6 +224,14 @@ class TrainConfig:
         check(
             self.fused_rmsnorm in FUSED,
             f"fused_rmsnorm: {self.fused_rmsnorm!r} is not one of {', '.join(FUSED)}",
+        )
+        check(
+            self.optimizer in OPTIMIZERS,
+            f"optimizer: {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}",
+        )
+        check(
+            self.optimizer != "adamw" or self.plugin not in ("gemini", "gemini_auto"),
+            "optimizer: Gemini runs with ColossalAI's HybridAdam only; use 'auto'",
         )
         check(self.on_nan in NAN_POLICY, f"on_nan: {self.on_nan!r} is not stop or skip")
         check(self.save_interval >= 1, "save_interval: must be ≥ 1")

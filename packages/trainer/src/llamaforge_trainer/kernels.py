@@ -5,7 +5,8 @@
   parameter, one kernel for forward and one for backward instead of five elementwise passes.
   apex is not on PyPI; where it is installed, the ``3d`` plugin uses its fused RMSNorm through
   ShardFormer instead.
-* Adam: ColossalAI's ``HybridAdam`` (fused CUDA kernel), chosen in ``booster.py``.
+* Adam: ColossalAI's ``HybridAdam`` (fused CUDA kernel), chosen in ``booster.py``; torch's
+  fused AdamW where ColossalAI's kernels do not build.
 * Cross-entropy: the chunked loss in ``packed.py`` (never full fp32 logits) on every device.
 """
 

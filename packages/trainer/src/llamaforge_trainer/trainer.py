@@ -64,6 +64,8 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     export_dir: Path | None = None
     peak_source: str = ""
+    optimizer: str = ""
+    """The optimizer class the last stage ran (HybridAdam, or torch's AdamW as fallback)."""
 
 
 class Trainer:
@@ -217,6 +219,7 @@ class Trainer:
 
         weight_names = list(self.module.state_dict(keep_vars=True))  # before sharding
         booster, model, optimizer, scheduler, parts = boosting.boost(config, self.module, stage)
+        self.result.optimizer = type(getattr(optimizer, "optim", optimizer)).__name__
         sampler = ResumableSampler(len(data), rank=parts.dp_rank, world_size=parts.dp_size)
         step = 0
         if resume is not None:
@@ -236,7 +239,13 @@ class Trainer:
         batches = micro_batches(data, sampler, stage.micro_batch_size, self.flat, self.sp)
         fpt = None
         model.train()
-        log.info("stage %s: %d trainable parameters, %d rows", stage.name, n_trainable, len(data))
+        log.info(
+            "stage %s: %d trainable parameters, %d rows, %s",
+            stage.name,
+            n_trainable,
+            len(data),
+            self.result.optimizer,
+        )
         while step < stage.steps:
             start = time.perf_counter()
             if neftune:
