@@ -175,7 +175,7 @@ def build_plugin(config: TrainConfig, stage: StageConfig):
         raise TrainError("plugin '3d': zero_stage > 0 needs CUDA; on CPU use zero_stage = 0")
     apply_all()
     world = dist.get_world_size()
-    if world % (config.tp * config.pp * (config.sp if config.sp_mode == "all_to_all" else 1)):
+    if world % (config.tp * config.pp * config.sp_group_size):
         raise TrainError(
             f"plugin '3d': {world} processes cannot be split into tp={config.tp} × pp="
             f"{config.pp} × sp={config.sp} groups (the world size must be a multiple)"

@@ -159,6 +159,13 @@ class TrainConfig:
             self.lora = _build(LoraConfig, self.lora, "lora")
         self.validate()
 
+    @property
+    def sp_group_size(self) -> int:
+        """Processes in a sequence-parallel group of their own: ``sp`` for ``all_to_all``
+        (which splits the attention heads over it), else 1 (``split_gather`` and ``ring``
+        share the tensor-parallel group)."""
+        return self.sp if self.plugin == "3d" and self.sp_mode == "all_to_all" else 1
+
     def validate(self) -> None:
         """Collect every problem and raise once, naming each field."""
         problems = []

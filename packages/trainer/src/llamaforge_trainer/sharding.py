@@ -82,7 +82,7 @@ def check_model_fits(config, model_config) -> None:
             f"{config.pp} pipeline stages; lower pp"
         )
     size, name = config.tp, f"tp={config.tp}"
-    if config.sp_mode == "all_to_all" and config.sp > 1:  # the sequence group splits heads too
+    if config.sp_group_size > 1:  # all_to_all's sequence group splits the heads too
         size, name = config.tp * config.sp, f"tp × sp = {config.tp} × {config.sp}"
     for what, count in (("attention heads", heads), ("key/value heads", kv_heads)):
         if count % size:
