@@ -17,4 +17,6 @@ def fixtures() -> Path:
 @pytest.fixture(scope="session")
 def tiny_eval_model(asset, tiny_llama, tmp_path_factory) -> Path:
     """A random tiny LLaMA with SmolLM2's tokenizer (fast; predictions are arbitrary but fixed)."""
-    return tiny_llama(tmp_path_factory.mktemp("tiny-eval") / "model", asset("smollm2-tokenizer"), seed=1)
+    return tiny_llama(
+        tmp_path_factory.mktemp("tiny-eval") / "model", asset("smollm2-tokenizer"), seed=1
+    )

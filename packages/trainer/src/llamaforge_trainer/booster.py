@@ -224,13 +224,13 @@ def build_optimizer(params, stage: StageConfig, config: TrainConfig):
         except Exception as exc:  # noqa: BLE001 - a kernel build fails in many ways
             reason = _build_failure(exc)
             if needs_hybrid:
+                hint = (
+                    "set optimizer = 'auto' to fall back to torch's AdamW"
+                    if choice == "hybrid_adam"
+                    else "Gemini runs with it only"
+                )
                 raise TrainError(
-                    f"HybridAdam's kernels do not build or load here ({reason}); "
-                    + (
-                        "Gemini needs them"
-                        if choice != "hybrid_adam"
-                        else "set optimizer = 'auto' to fall back to torch's AdamW"
-                    )
+                    f"HybridAdam's kernels do not build here ({reason}); {hint}"
                 ) from None
             log.warning("HybridAdam's kernels do not load (%s); using torch's fused AdamW", reason)
     elif choice == "hybrid_adam":  # (Gemini without CUDA is refused with the plugin)
