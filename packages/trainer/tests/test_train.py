@@ -230,6 +230,25 @@ def test_optimizer_choice(tiny_model, packed_text, tmp_path):
             Trainer(forced).train()
 
 
+def test_a_kernel_build_failure_is_told_in_one_line():
+    """What the log (auto) or the refusal (hybrid_adam) says when ColossalAI cannot build
+    HybridAdam's kernels: the compiler's error, not its whole log."""
+    from llamaforge_trainer.booster import _build_failure
+
+    log = (
+        "Error building extension 'cpu_adam_x86': [1/2] c++ -MMD -c cpu_adam.cpp -o cpu_adam.o\n"
+        "FAILED: cpu_adam.o\nIn file included from cpu_adam.cpp:22:\n"
+        "cpu_adam.h:24:10: fatal error: cublas_v2.h: No such file or directory\n"
+        "compilation terminated.\nninja: build stopped: subcommand failed.\n"
+    )
+    assert _build_failure(RuntimeError(log)).endswith(
+        "fatal error: cublas_v2.h: No such file or directory"
+    )
+    missing = AssertionError("[extension] CUDA_HOME is not found. You need to export CUDA_HOME")
+    assert _build_failure(missing).startswith("[extension] CUDA_HOME is not found")
+    assert _build_failure(RuntimeError()) == "RuntimeError"
+
+
 @pytest.mark.gpu
 def test_hybrid_adam_and_torch_adamw_train_alike(tiny_model, packed_text, tmp_path):
     """The same bf16 run with ColossalAI's HybridAdam and with torch's fused AdamW (the
