@@ -13,6 +13,8 @@
     mode, ddp plugin, HybridAdam): MFU, with the peak from the data sheet. 2 rows × 4
     accumulated micro-batches a step (32k tokens): with one 4k row a step, the optimizer's pass
     over 1.25B fp32 weights and states (~35 GB of memory traffic, ~10 ms) would be ~15 % of it.
+(c) The LM head and loss alone, ours against the chunked loss recomputed in backward and the
+    plain full-logits loss (see ``bench_loss_head``); on CPU here, and with --gpu at (b)'s size.
 
     python tools/bench/train.py [--steps 6] [--gpu]
 """
@@ -147,6 +149,58 @@ def bench_packed_vs_padded(
         )
 
 
+def bench_loss_head(tokens: int, hidden: int, vocab: int, device: str, repeats: int) -> None:
+    """(c) The LM head + loss, forward and backward, on ``tokens`` positions: ours (chunked,
+    each chunk's gradients taken while its logits exist) against the same chunks checkpointed
+    and recomputed in backward (what the trainer did before) and the plain full-logits
+    cross-entropy. Matmul work: plain and ours 3 vocabulary-sized matmuls, recompute 4."""
+    import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
+
+    from llamaforge_trainer.packed import chunked_cross_entropy
+
+    chunk = 1024
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(tokens, hidden, generator=g).to(device).requires_grad_(True)
+    w = (torch.randn(vocab, hidden, generator=g) * 0.02).to(device).requires_grad_(True)
+    t = torch.randint(0, vocab, (tokens,), generator=g).to(device)
+
+    def plain_loss(a, b, c):
+        return F.cross_entropy(F.linear(a, b).float(), c, reduction="sum")
+
+    def recompute():
+        parts = [
+            checkpoint(plain_loss, h[i : i + chunk], w, t[i : i + chunk], use_reentrant=False)
+            for i in range(0, tokens, chunk)
+        ]
+        return torch.stack(parts).sum()
+
+    runs = {
+        "ours": lambda: chunked_cross_entropy(h, w, t, chunk),
+        "recompute": recompute,
+        "plain": lambda: plain_loss(h, w, t),
+    }
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+    seconds = {name: [] for name in runs}
+    for _ in range(repeats + 1):  # the first round warms up
+        for name, fn in runs.items():
+            h.grad = w.grad = None
+            start = time.perf_counter()
+            with autocast:
+                loss = fn()
+            loss.backward()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            seconds[name].append(time.perf_counter() - start)
+    best = {name: float(np.median(s[1:])) for name, s in seconds.items()}
+    print(
+        f"[loss head: {tokens} tokens × vocab {vocab:,} × hidden {hidden}, {device}] "
+        + " | ".join(f"{n} {best[n] * 1e3:,.0f} ms" for n in runs)
+        + f" | ours vs recompute {best['recompute'] / best['ours']:.2f}×, "
+        f"vs plain {best['plain'] / best['ours']:.2f}×"
+    )
+
+
 def bench_mfu_1b(steps: int) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -215,6 +269,7 @@ def main() -> int:
             "cuda",
             torch.bfloat16,
         )
+        bench_loss_head(8192, 2048, 69104, "cuda", repeats=5)
         bench_mfu_1b(max(args.steps, 6))
         return 0
     bench_packed_vs_padded(
@@ -231,6 +286,8 @@ def main() -> int:
         "cpu",
         torch.float32,
     )
+    # SmolLM2's width with the demo's 8,000 added pieces
+    bench_loss_head(4096, 576, 57152, "cpu", repeats=3)
     return 0
 
 

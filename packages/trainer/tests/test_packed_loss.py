@@ -185,6 +185,44 @@ def test_chunked_cross_entropy_matches_full_logits():
     assert torch.allclose(grads[1], weight.grad, atol=1e-5)
 
 
+def test_chunked_cross_entropy_gradients_scale_freeze_and_autocast():
+    """The gradients are taken in forward: backward must scale them by what flows in, skip a
+    frozen projection, and under bf16 autocast follow the plain path's bf16 matmuls."""
+    g = torch.Generator().manual_seed(2)
+    hidden = torch.randn(70, 24, generator=g, requires_grad=True)
+    weight = torch.randn(300, 24, generator=g, requires_grad=True)
+    target = torch.randint(0, 300, (70,), generator=g)
+
+    def grads(loss_fn, scale=1.0):
+        hidden.grad = weight.grad = None
+        loss = loss_fn()
+        (loss * scale).backward()
+        return loss.detach(), hidden.grad, weight.grad
+
+    def plain():
+        return F.cross_entropy(F.linear(hidden, weight).float(), target, reduction="sum")
+
+    def ours():
+        return chunked_cross_entropy(hidden, weight, target, chunk=32)
+
+    loss, gh, gw = grads(ours, scale=2.5)
+    ref_loss, ref_gh, ref_gw = grads(plain, scale=2.5)
+    assert torch.allclose(loss, ref_loss, rtol=1e-5)
+    assert torch.allclose(gh, ref_gh, atol=1e-5) and torch.allclose(gw, ref_gw, atol=1e-5)
+    weight.requires_grad_(False)
+    _, gh, gw = grads(ours)
+    assert gw is None and torch.allclose(gh, ref_gh / 2.5, atol=1e-5)
+    weight.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, gh, gw = grads(ours)
+        ref_loss, ref_gh, ref_gw = grads(plain)
+    assert gh.dtype == ref_gh.dtype == torch.float32 and gw.dtype == torch.float32
+    assert torch.allclose(loss, ref_loss, rtol=1e-3)
+    assert torch.allclose(gh, ref_gh, rtol=2e-2, atol=2e-2)
+    assert torch.allclose(gw, ref_gw, rtol=2e-2, atol=2e-2)
+    assert not torch.allclose(gw, grads(plain)[2], atol=1e-6)  # autocast did compute in bf16
+
+
 def test_chunked_cross_entropy_ignores_vocabulary_padding_rows():
     """ColossalAI pads the LM head to a multiple of 64 × tp rows; those rows must not take part
     in the softmax, whatever their values."""

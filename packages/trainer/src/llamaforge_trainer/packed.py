@@ -15,8 +15,9 @@
   masked) — the full square is computed and masked.
 
 The loss is a chunked cross-entropy over the hidden states: only positions with a label are
-projected to the vocabulary, a chunk at a time, each chunk recomputed in backward, so full fp32
-logits (69k vocabulary × 4096 tokens = 1.1 GB per row) never exist. The first token of each
+projected to the vocabulary, a chunk at a time, and each chunk's gradients are taken while its
+logits exist, so full fp32 logits (69k vocabulary × 4096 tokens = 1.1 GB per row) never exist
+and none are recomputed in backward. The first token of each
 document is never a target (nothing before it in its document predicts it).
 """
 
@@ -28,7 +29,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 IGNORE = -100
 DOCWISE = "sdpa_docwise"
@@ -162,66 +162,117 @@ def shift_labels(labels: torch.Tensor, position_ids: torch.Tensor) -> torch.Tens
     return target
 
 
-class _CopyToGroup(torch.autograd.Function):
-    """Identity forward; gradients summed over the group backward (input replicated there)."""
-
-    @staticmethod
-    def forward(ctx, x, group):
-        ctx.group = group
-        return x
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.contiguous()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad, None
-
-
-class _SumOverGroup(torch.autograd.Function):
-    """Sum over the group forward; identity backward (the result is replicated there)."""
-
-    @staticmethod
-    def forward(ctx, x, group):
-        x = x.clone()
-        dist.all_reduce(x, group=group)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
-
-
 def _chunk_loss(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    t: torch.Tensor,
+    start: int,
+    padding: int,
+    group,
+    with_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Summed cross-entropy of one chunk and, ``with_grad``, its gradient with respect to the
+    chunk's logits (softmax − one-hot, in the dtype of the projection). ``weight``: rows
+    ``[start, start + rows)`` of the output projection, its last ``padding`` rows beyond the
+    vocabulary."""
+    rows = weight.shape[0]
+    out = F.linear(h, weight)
+    logits = out.float()
+    if padding:
+        logits[:, rows - padding :] = float("-inf")
+    peak = logits.amax(dim=-1)
+    if group is not None:
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
+    probs = torch.exp(logits - peak[:, None])  # unnormalised softmax over this rank's columns
+    sum_exp = probs.sum(dim=-1)
+    local = t - start
+    mine = (local >= 0) & (local < rows)
+    index = local.clamp(0, rows - 1)
+    picked = torch.where(mine, logits.gather(1, index[:, None]).squeeze(1), 0.0)
+    if group is not None:
+        dist.all_reduce(sum_exp, group=group)
+        dist.all_reduce(picked, group=group)
+    loss = (torch.log(sum_exp) + peak - picked).sum()
+    if not with_grad:
+        return loss, None
+    probs /= sum_exp[:, None]
+    probs[torch.arange(len(t), device=probs.device), index] -= mine.float()
+    return loss, probs.to(out.dtype)
+
+
+def _linear_cross_entropy(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     target: torch.Tensor,
+    chunk: int,
     vocab_size: int,
-    group=None,
-) -> torch.Tensor:
-    """Summed cross-entropy of one chunk. ``weight`` holds rows ``[start, start + rows)`` of the
-    (possibly padded) output projection, ``start = rank × rows`` within ``group``; rows at or
-    beyond ``vocab_size`` are padding and never take part in the softmax."""
+    group,
+    want_hidden: bool,
+    want_weight: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Summed cross-entropy of ``hidden @ weight.T`` against ``target`` (every row has a
+    target), ``chunk`` rows at a time, and — as asked — its gradients with respect to
+    ``hidden`` and ``weight`` (fp32), computed from the same chunk of logits.
+
+    ``weight`` holds rows ``[start, start + rows)`` of the (possibly padded) output
+    projection, ``start = rank × rows`` within ``group`` (tensor parallel: the softmax's max
+    and sum, the target's logit and the hidden gradient are reduced over it); rows at or
+    beyond ``vocab_size`` are padding and never take part in the softmax.
+    """
     rows = weight.shape[0]
-    if group is None and rows == vocab_size:
-        return F.cross_entropy(F.linear(hidden, weight).float(), target, reduction="sum")
     start = rows * (dist.get_rank(group) if group is not None else 0)
-    if group is not None:
-        hidden = _CopyToGroup.apply(hidden, group)
-    logits = F.linear(hidden, weight).float()
-    columns = torch.arange(start, start + rows, device=logits.device)
-    logits = logits.masked_fill(columns >= vocab_size, float("-inf"))
-    peak = logits.detach().amax(dim=-1)
-    if group is not None:
-        dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
-    sum_exp = torch.exp(logits - peak[:, None]).sum(dim=-1)
-    local = target - start
-    mine = (local >= 0) & (local < rows)
-    picked = logits.gather(1, local.clamp(0, rows - 1)[:, None]).squeeze(1)
-    picked = torch.where(mine, picked, torch.zeros_like(picked))
-    if group is not None:
-        sum_exp = _SumOverGroup.apply(sum_exp, group)
-        picked = _SumOverGroup.apply(picked, group)
-    return (torch.log(sum_exp) + peak - picked).sum()
+    padding = max(0, min(rows, start + rows - vocab_size))
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    grad_hidden = torch.empty_like(hidden) if want_hidden else None
+    grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+    grad_weight = grad_weight if want_weight else None
+    device = hidden.device.type
+    # Under autocast the matmuls run in its dtype, as they would in the plain path; the casts
+    # are made here, not by autocast, which would cache a gradient-less copy of the weight
+    # (made with autograd off) and hand it to later users in the same autocast region.
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    if dtype is not None:
+        hidden, weight = hidden.to(dtype), weight.to(dtype)
+    with torch.autocast(device, enabled=False):
+        for lo in range(0, target.numel(), chunk):
+            h, t = hidden[lo : lo + chunk], target[lo : lo + chunk]
+            loss, grad_logits = _chunk_loss(
+                h, weight, t, start, padding, group, want_hidden or want_weight
+            )
+            total += loss
+            if want_hidden:
+                grad_hidden[lo : lo + chunk] = grad_logits @ weight
+            if want_weight:
+                grad_weight += (grad_logits.T @ h).float()
+    if want_hidden and group is not None:  # hidden is replicated: its gradient is the sum
+        dist.all_reduce(grad_hidden, group=group)
+    return total, grad_hidden, grad_weight
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """The summed loss of :func:`_linear_cross_entropy`; its gradients are computed in forward,
+    chunk by chunk, while each chunk's logits exist, so backward only scales them — no logits
+    are kept for backward and none are computed twice (a checkpointed chunk would project
+    each chunk to the vocabulary once more: 4 instead of 3 vocabulary-sized matmuls)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, target, chunk, vocab_size, group):
+        want_hidden, want_weight = ctx.needs_input_grad[:2]
+        total, grad_hidden, grad_weight = _linear_cross_entropy(
+            hidden, weight, target, chunk, vocab_size, group, want_hidden, want_weight
+        )
+        ctx.weight_dtype = weight.dtype
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        if grad_hidden is not None:
+            grad_hidden = grad_hidden * grad_total.to(grad_hidden.dtype)
+        if grad_weight is not None:
+            grad_weight = (grad_weight * grad_total).to(ctx.weight_dtype)
+        return grad_hidden, grad_weight, None, None, None, None
 
 
 def chunked_cross_entropy(
@@ -233,7 +284,8 @@ def chunked_cross_entropy(
     vocab_size: int | None = None,
     group=None,
 ) -> torch.Tensor:
-    """Sum of cross-entropy over positions with a target, ``chunk`` positions at a time.
+    """Sum of cross-entropy over positions with a target, ``chunk`` positions at a time: full
+    logits never exist, only a chunk's (``chunk`` × vocabulary, fp32).
 
     ``weight`` is the output projection, or — tensor parallel — this rank's slice of its rows
     (``group``: the tensor-parallel group; each rank gets the same loss, and the gradient
@@ -244,14 +296,9 @@ def chunked_cross_entropy(
     keep = target.reshape(-1) != IGNORE
     h = hidden.reshape(-1, hidden.shape[-1])[keep]
     t = target.reshape(-1)[keep]
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for lo in range(0, t.numel(), chunk):
-        part = (h[lo : lo + chunk], weight, t[lo : lo + chunk], vocab_size, group)
-        if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
-            total = total + checkpoint(_chunk_loss, *part, use_reentrant=False)
-        else:
-            total = total + _chunk_loss(*part)
-    return total
+    if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(h, weight, t, chunk, vocab_size, group)
+    return _linear_cross_entropy(h, weight, t, chunk, vocab_size, group, False, False)[0]
 
 
 class PackedCausalLM(nn.Module):
