@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+import sentencepiece as spm
+from tokenizers import Tokenizer
 
 from llamaforge_tokenizer import LearnConfig, TokenizerExpandError, learn_pieces
 from llamaforge_tokenizer.segment import load_segmenter
@@ -15,6 +17,24 @@ def test_savings_add_up_to_the_tokens_saved(llama2_expanded, smollm2_expanded):
             learned.tokens_before - learned.tokens_after
         )
         assert learned.tokens_after < 0.6 * learned.tokens_before
+
+
+@pytest.mark.parametrize("name", ["llama2-tokenizer", "smollm2-tokenizer"])
+def test_segments_cost_what_the_tokenizer_spends(name, asset, heldout, mixed_texts):
+    seg = load_segmenter(asset(name))
+    texts = mixed_texts + heldout("people-daily", 200)
+    chunks = seg.chunks(texts)
+    if seg.kind == "sentencepiece":
+        sp = spm.SentencePieceProcessor(model_file=str(asset(name) / "tokenizer.model"))
+        spent = sum(len(sp.encode(t)) for t in texts)
+    else:
+        tok = Tokenizer.from_file(str(asset(name) / "tokenizer.json"))
+        spent = sum(len(tok.encode(t, add_special_tokens=False).ids) for t in texts)
+    assert sum(sum(costs) * n for (_, costs), n in chunks.items()) == spent
+    units = {u for (us, _) in chunks for u in us}
+    assert all(seg.text(u) is not None for u in units)  # whole characters only
+    emoji = "😀" if seg.kind == "sentencepiece" else "Ġ😀"
+    assert any(seg.text(u) == emoji.replace("Ġ", " ") for u in units)  # 4 byte tokens → 1 unit
 
 
 def test_every_merge_is_built_from_earlier_pieces(llama2_expanded):

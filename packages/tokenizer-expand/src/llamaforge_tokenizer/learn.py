@@ -116,9 +116,11 @@ def read_word_substrings(path: Path, min_freq: int, max_chars: int) -> set[str]:
             if freq < min_freq:
                 continue
         word = fields[0]
-        for i in range(len(word)):
-            for j in range(i + 2, min(len(word), i + max_chars) + 1):
-                subs.add(word[i:j])
+        n = len(word)
+        if n > 1:
+            subs.update(
+                [word[i:j] for i in range(n - 1) for j in range(i + 2, min(n, i + max_chars) + 1)]
+            )
     return subs
 
 
@@ -180,23 +182,43 @@ class _Engine:
         self.is_piece: list[bool] = []
         self.cost: list[int] = []
         self.vocab = vocab
-        sym, nxt, prv, weight = [], [], [], []
+        sym: list[int] = []
+        nxt: list[int] = []
+        prv: list[int] = []
+        weight: list[int] = []
+        pair_pos: dict[tuple[int, int], set[int]] = {}
+        pair_cnt: Counter[tuple[int, int]] = Counter()
+        sym_cnt: Counter[int] = Counter()
+        intern = self._intern
         for (units, costs), w in chunks.items():
-            start = len(sym)
-            for k, (unit, c) in enumerate(zip(units, costs, strict=True)):
-                sym.append(self._intern(unit, c))
-                prv.append(start + k - 1 if k else -1)
-                nxt.append(start + k + 1 if k + 1 < len(units) else -1)
-                weight.append(w)
+            ids = [intern(unit, c) for unit, c in zip(units, costs, strict=True)]
+            start, n = len(sym), len(ids)
+            if not n:
+                continue
+            sym.extend(ids)
+            prv.extend(range(start - 1, start + n - 1))
+            prv[start] = -1
+            nxt.extend(range(start + 1, start + n + 1))
+            nxt[-1] = -1
+            weight.extend([w] * n)
+            for s in ids:
+                sym_cnt[s] += w
+            for k in range(n - 1):
+                pair = (ids[k], ids[k + 1])
+                positions = pair_pos.get(pair)
+                if positions is None:
+                    pair_pos[pair] = {start + k}
+                else:
+                    positions.add(start + k)
+                pair_cnt[pair] += w
         self.sym, self.nxt, self.prv, self.weight = sym, nxt, prv, weight
-        self.pair_pos: dict[tuple[int, int], set[int]] = defaultdict(set)
-        self.pair_cnt: Counter[tuple[int, int]] = Counter()
-        self.sym_cnt: Counter[int] = Counter()
-        self.pairs_of: dict[int, set[tuple[int, int]]] = defaultdict(set)
-        for pos, s in enumerate(sym):
-            self.sym_cnt[s] += weight[pos]
-            if nxt[pos] != -1:
-                self._inc((s, sym[nxt[pos]]), pos)
+        self.pair_pos: defaultdict[tuple[int, int], set[int]] = defaultdict(set, pair_pos)
+        self.pair_cnt = pair_cnt
+        self.sym_cnt = sym_cnt
+        self.pairs_of: defaultdict[int, set[tuple[int, int]]] = defaultdict(set)
+        for pair in pair_cnt:
+            self.pairs_of[pair[0]].add(pair)
+            self.pairs_of[pair[1]].add(pair)
         self.heap: list[tuple[int, int, str, object]] = []
         self._tick = 0
         for pair in self.pair_cnt:
@@ -217,16 +239,6 @@ class _Engine:
 
     def total_tokens(self) -> int:
         return sum(self.cost[s] * n for s, n in self.sym_cnt.items())
-
-    def _inc(self, pair, pos):
-        self.pair_pos[pair].add(pos)
-        self.pair_cnt[pair] += self.weight[pos]
-        self.pairs_of[pair[0]].add(pair)
-        self.pairs_of[pair[1]].add(pair)
-
-    def _dec(self, pair, pos):
-        self.pair_pos[pair].discard(pos)
-        self.pair_cnt[pair] -= self.weight[pos]
 
     def _push(self, key, saving):
         self._tick += 1
@@ -286,36 +298,49 @@ class _Engine:
         m = self._intern(self.strs[a] + self.strs[b])
         self.is_piece[m] = True
         self.cost[m] = 1
-        sym, nxt, prv = self.sym, self.nxt, self.prv
+        sym, nxt, prv, weight = self.sym, self.nxt, self.prv, self.weight
+        pair_pos, pair_cnt, pairs_of = self.pair_pos, self.pair_cnt, self.pairs_of
         touched: set[tuple[int, int]] = set()
         saved = 0
-        for pos in sorted(self.pair_pos[pair]):
+        for pos in sorted(pair_pos[pair]):
             q = nxt[pos]
             if sym[pos] != a or q == -1 or sym[q] != b:
                 continue  # consumed by an overlapping occurrence (e.g. "aaa")
-            w = self.weight[pos]
+            w = weight[pos]
             p, r = prv[pos], nxt[q]
+            # The pairs this occurrence took part in lose it ...
             if p != -1:
-                self._dec((sym[p], a), p)
-            self._dec(pair, pos)
+                left = (sym[p], a)
+                pair_pos[left].discard(p)
+                pair_cnt[left] -= w
+            pair_cnt[pair] -= w
             if r != -1:
-                self._dec((b, sym[r]), q)
+                right = (b, sym[r])
+                pair_pos[right].discard(q)
+                pair_cnt[right] -= w
             sym[pos] = m
             sym[q] = -1
             nxt[pos] = r
             if r != -1:
                 prv[r] = pos
+            # ... and the merged piece's new neighbours gain it.
             if p != -1:
-                self._inc((sym[p], m), p)
-                touched.add((sym[p], m))
+                left = (sym[p], m)
+                pair_pos[left].add(p)
+                pair_cnt[left] += w
+                touched.add(left)
             if r != -1:
-                self._inc((m, sym[r]), pos)
-                touched.add((m, sym[r]))
-            self.sym_cnt[a] -= w
-            self.sym_cnt[b] -= w
-            self.sym_cnt[m] += w
+                right = (m, sym[r])
+                pair_pos[right].add(pos)
+                pair_cnt[right] += w
+                touched.add(right)
             saved += w
-        self.pair_pos.pop(pair, None)
+        self.sym_cnt[a] -= saved
+        self.sym_cnt[b] -= saved
+        self.sym_cnt[m] += saved
+        pair_pos.pop(pair, None)
         for t in touched:
+            pairs_of[t[0]].add(t)
+            pairs_of[t[1]].add(t)
             self._push_pair(t)
         return saved

@@ -32,11 +32,8 @@ class Segmenter:
     _impl: object
 
     def chunks(self, lines: Iterable[str]) -> Counter[Chunk]:
-        out: Counter[Chunk] = Counter()
-        for line in lines:
-            for chunk in self._impl.chunks(line):
-                out[chunk] += 1
-        return out
+        """Every chunk of ``lines``, counted."""
+        return self._impl.count_chunks(lines)
 
     def text(self, unit: str) -> str | None:
         """The plain text a unit spells, or None when it is not whole characters."""
@@ -87,18 +84,23 @@ class _SpmImpl:
         self.vocab = {p.piece for p in proto.pieces if p.type == 1}
         self.sp = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
 
-    def chunks(self, line: str):
+    def count_chunks(self, lines: Iterable[str]) -> Counter[Chunk]:
+        out: Counter[Chunk] = Counter()
+        for line in lines:
+            for chunk in self._chunks(self.sp.encode(line, out_type=str)):
+                out[chunk] += 1
+        return out
+
+    def _chunks(self, pieces: list[str]):
         units: list[tuple[str, int]] = []
         pending = b""
-        pending_tokens = 0
-        for piece in self.sp.encode(line, out_type=str):
+        for piece in pieces:
             if piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
                 pending += bytes([int(piece[3:5], 16)])
-                pending_tokens += 1
                 text = pending.decode("utf-8", errors="ignore")
                 if text and text.encode("utf-8") == pending:
                     units.extend((ch, len(ch.encode("utf-8"))) for ch in text)
-                    pending, pending_tokens = b"", 0
+                    pending = b""
                 continue
             units.append((piece, 1))
         chunk: list[tuple[str, int]] = []
@@ -126,24 +128,36 @@ class _BpeImpl:
     def _bytes(self, unit: str) -> bytes:
         return bytes(self.decode_map[c] for c in unit)
 
-    def chunks(self, line: str):
+    def count_chunks(self, lines: Iterable[str]) -> Counter[Chunk]:
+        # A chunk depends only on its pre-tokenized word, so each distinct word is tokenized once.
         pre = self.tok.pre_tokenizer
-        parts = pre.pre_tokenize_str(line) if pre is not None else [(line, None)]
-        for word, _ in parts:
-            units: list[tuple[str, int]] = []
-            pending, count = "", 0
-            for token in self.tok.model.tokenize(word):
-                pending += token.value
-                count += 1
-                try:
-                    self._bytes(pending).decode("utf-8")
-                except UnicodeDecodeError:
-                    continue
-                units.append((pending, count))
-                pending, count = "", 0
-            if pending:
-                units.append((pending, count))
-            yield _freeze(units)
+        words: Counter[str] = Counter()
+        for line in lines:
+            if pre is None:
+                words[line] += 1
+            else:
+                words.update(word for word, _ in pre.pre_tokenize_str(line))
+        out: Counter[Chunk] = Counter()
+        for word, n in words.items():
+            out[self._chunk(word)] += n
+        return out
+
+    def _chunk(self, word: str) -> Chunk:
+        """The units of one pre-tokenized word: its tokens, except that tokens holding part of a
+        character are joined until the character is whole."""
+        raw = self._bytes(word)  # one byte per character of a byte-level string
+        units: list[tuple[str, int]] = []
+        start = end = count = 0
+        for token in self.tok.model.tokenize(word):
+            end += len(token.value)
+            count += 1
+            if end < len(raw) and 0x80 <= raw[end] < 0xC0:
+                continue  # the next byte continues a character this token began
+            units.append((word[start:end], count))
+            start, count = end, 0
+        if count:
+            units.append((word[start:], count))
+        return _freeze(units)
 
     def text(self, unit: str) -> str | None:
         try:
