@@ -146,6 +146,23 @@ def test_nan_loss_stops_or_skips(tiny_model, packed_text, tmp_path):
     assert result.skipped_steps == 3
 
 
+def test_ranks_checking_one_output_dir_at_once_all_pass(tmp_path):
+    """Every rank checks the output dir as it starts; with one shared probe file a rank could
+    find it deleted by another and stop with "cannot write checkpoints there" (seen in CI on a
+    4-process run)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llamaforge_trainer.checkpoint import check_writable
+
+    def rank(_: int) -> None:
+        for _ in range(200):
+            check_writable(tmp_path / "run")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(rank, range(8)))
+    assert list((tmp_path / "run").iterdir()) == []  # no probe left behind
+
+
 def test_bad_inputs_have_clear_messages(tiny_model, packed_text, asset, tmp_path):
     with pytest.raises(TrainError, match=r"dataset .*missing does not exist"):
         Trainer(_config(tmp_path, tiny_model, tmp_path / "missing", [{"steps": 1}])).train()

@@ -9,8 +9,10 @@ Every rank writes into ``step-N.tmp``; after a barrier rank 0 renames it, so a d
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -96,9 +98,10 @@ def check_writable(output_dir: str | Path) -> None:
     out = Path(output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        # a probe of its own: every rank checks the same dir at the same moment
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise TrainError(f"{out}: cannot write checkpoints there ({exc.strerror})") from None
 
