@@ -186,7 +186,7 @@ class _Engine:
         nxt: list[int] = []
         prv: list[int] = []
         weight: list[int] = []
-        pair_pos: dict[tuple[int, int], set[int]] = {}
+        pair_pos: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
         pair_cnt: Counter[tuple[int, int]] = Counter()
         sym_cnt: Counter[int] = Counter()
         intern = self._intern
@@ -205,14 +205,10 @@ class _Engine:
                 sym_cnt[s] += w
             for k in range(n - 1):
                 pair = (ids[k], ids[k + 1])
-                positions = pair_pos.get(pair)
-                if positions is None:
-                    pair_pos[pair] = {start + k}
-                else:
-                    positions.add(start + k)
+                pair_pos[pair].add(start + k)
                 pair_cnt[pair] += w
         self.sym, self.nxt, self.prv, self.weight = sym, nxt, prv, weight
-        self.pair_pos: defaultdict[tuple[int, int], set[int]] = defaultdict(set, pair_pos)
+        self.pair_pos = pair_pos
         self.pair_cnt = pair_cnt
         self.sym_cnt = sym_cnt
         self.pairs_of: defaultdict[int, set[tuple[int, int]]] = defaultdict(set)
