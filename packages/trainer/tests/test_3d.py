@@ -41,7 +41,7 @@ def _recipe(tmp: Path, model: Path, data: Path, name: str, stages=STAGES, **top)
 
 
 def _train(recipe: Path, nproc: int) -> None:
-    cmd = [sys.executable, "-m", "llamaforge_cli", "train", str(recipe), "--nproc", str(nproc)]
+    cmd = [sys.executable, "-m", "llamaforge_trainer", str(recipe), "--nproc", str(nproc)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     # a rank's own error line is on its stdout, torchrun's report on stderr
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

@@ -43,7 +43,7 @@ neftune_alpha = 5.0
 
 
 def _launch(recipe: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "llamaforge_cli", "train", str(recipe), "--nproc", "2"]
+    cmd = [sys.executable, "-m", "llamaforge_trainer", str(recipe), "--nproc", "2"]
     return subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )

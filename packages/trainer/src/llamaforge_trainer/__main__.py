@@ -1,7 +1,7 @@
-"""``python -m llamaforge_trainer CONFIG [--set ...]`` — what torchrun runs on each process."""
+"""``python -m llamaforge_trainer``: this package's commands without the umbrella CLI."""
 
 import sys
 
-from llamaforge_cli.main import main
+from llamaforge_trainer.cli import main
 
-sys.exit(main(["train", *sys.argv[1:]]))
+sys.exit(main())

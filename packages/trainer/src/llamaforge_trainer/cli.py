@@ -1,4 +1,6 @@
-"""`llamaforge train CONFIG`: run a training recipe (TOML / YAML), locally or on N processes."""
+"""`llamaforge train CONFIG` (or `python -m llamaforge_trainer CONFIG`): run a training recipe
+(TOML / YAML / JSON), locally or on N processes. This module needs nothing of the umbrella CLI:
+torchrun starts it on every process."""
 
 from __future__ import annotations
 
@@ -7,12 +9,37 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Continual pre-training and SFT on ColossalAI's Booster.")
+from llamaforge_trainer.config import TrainConfig
+from llamaforge_trainer.errors import TrainError
+
+if TYPE_CHECKING:
+    from llamaforge_trainer.trainer import TrainResult
+
+app = typer.Typer(
+    help="Continual pre-training and SFT on ColossalAI's Booster.",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llamaforge_trainer``: this package\'s commands alone; a user error is one red
+    line on stderr and exit code 2, never a traceback."""
+    try:
+        app(args=argv, prog_name="python -m llamaforge_trainer")
+    except SystemExit as exc:  # typer ends every run this way, with the exit code
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except TrainError as exc:
+        from rich.text import Text
+
+        Console(stderr=True).print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
+        return 2
+    return 0
 
 
 def _console(ctx: typer.Context) -> Console:
@@ -32,29 +59,27 @@ def train(
     """Train the stages of CONFIG; resume from its latest checkpoint; export an HF dir."""
     from llamaforge_trainer.config import load_config
 
-    overrides = list(set_ or [])
-    cfg = load_config(config, overrides)  # validate before launching anything
+    if nproc < 1:
+        raise TrainError(f"--nproc: must be ≥ 1, got {nproc}")
+    cfg = load_config(config, list(set_ or []))  # validate before launching anything
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        raise typer.Exit(_torchrun(config, overrides, nproc))
+        raise typer.Exit(_torchrun(cfg, nproc))
     run(cfg, _console(ctx))
 
 
-def _torchrun(config: Path, overrides: list[str], nproc: int) -> int:
+def _torchrun(cfg: TrainConfig, nproc: int) -> int:
+    """Start ``nproc`` copies of this trainer under torchrun, each reading the validated config
+    (overrides applied) from ``output_dir/launch.json``."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    launch = out / "launch.json"
+    launch.write_text(cfg.model_dump_json(indent=2) + "\n", encoding="utf-8")
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
-    cmd = [
-        torchrun,
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "llamaforge_trainer",
-        str(config),
-    ]
-    for item in overrides:
-        cmd += ["--set", item]
-    return subprocess.run(cmd).returncode
+    cmd = [torchrun, "--standalone", f"--nproc_per_node={nproc}", "-m", "llamaforge_trainer"]
+    return subprocess.run([*cmd, str(launch)]).returncode
 
 
-def run(cfg, console: Console) -> None:
+def run(cfg: TrainConfig, console: Console) -> TrainResult:
     """Train with a rich progress bar on rank 0."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -93,3 +118,4 @@ def run(cfg, console: Console) -> None:
         if result.export_dir:
             console.print(f"exported → {result.export_dir}")
         console.print(f"loss curve → {Path(cfg.output_dir) / 'loss.png'}")
+    return result

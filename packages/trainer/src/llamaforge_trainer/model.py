@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from llamaforge_datapack.tokenize import tokenizer_fingerprint
+from llamaforge_datapack import tokenizer_fingerprint
 from llamaforge_trainer.errors import TrainError
 
 log = logging.getLogger(__name__)
