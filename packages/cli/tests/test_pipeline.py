@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llamaforge_cli.pipeline.recipe import load_recipe
+from llamaforge_cli.pipeline.recipe import PipelineError, load_recipe
 from llamaforge_cli.pipeline.runner import plan, run
 
 STAGES = ["learn-vocab", "expand-vocab", "init-model", "pack-data", "train", "eval", "report"]
@@ -121,3 +121,52 @@ def test_shipped_recipes_load_and_plan(asset):
     for path in recipes:
         recipe = load_recipe(path)
         assert [r.stage for r in plan(recipe)] == STAGES
+
+
+GOOD = """
+out = "out"
+base_model = "base"
+[vocab]
+corpus = ["zh.txt"]
+[data.mix]
+sources = ["zh=zh.txt"]
+[[train.stages]]
+name = "full"
+data = ["mix"]
+steps = 2
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (("steps = 2", "steps = 2.5"), "train.stages.0.steps: Input should be a valid integer"),
+        (("steps = 2", 'steps = 2\nlr = "abc"'), "stages.0.lr: Input should be a valid number"),
+        (("steps = 2", "steps = 2\nmicro_batch_size = 1.5"), "stages.0.micro_batch_size"),
+        (("[data.mix]", "[data.mix]\nmax_length = 0"), "data.mix.max_length: Input should be"),
+        (("[data.mix]", "[data.mix]\nmax_lenght = 64"), "did you mean max_length?"),
+        (('corpus = ["zh.txt"]', 'corpus = "zh.txt"'), "vocab.corpus: Input should be a valid"),
+        (('data = ["mix"]', 'data = ["nope"]'), "dataset 'nope' is not defined under [data]"),
+        (('base_model = "base"', ""), "base_model: missing"),
+        (("[vocab]", "[eval]\nmetric = 'accuracy'\n[vocab]"), "eval.metric: Input should be"),
+        (("[vocab]", 'chat_promt = "hi"\n[vocab]'), "did you mean chat_prompt?"),
+    ],
+)
+def test_bad_recipe_values_are_named_before_anything_runs(tmp_path, edit, error):
+    """Bad-input table for pipeline recipes: one error naming the field, at load time."""
+    path = tmp_path / "recipe.toml"
+    path.write_text(GOOD.replace(*edit, 1))
+    with pytest.raises(PipelineError) as err:
+        load_recipe(path)
+    assert error in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_stage_hands_the_trainer_its_typed_config(tmp_path):
+    path = tmp_path / "recipe.toml"
+    path.write_text(GOOD.replace("steps = 2", "steps = 2\nbetas = [0.8, 0.9]"))
+    recipe = load_recipe(path)
+    config = recipe.train_config(tmp_path / "m", tmp_path / "run", tmp_path / "packed")
+    assert config.stages[0].data == [str(tmp_path / "packed" / "mix")]
+    assert (config.model, config.output_dir) == (str(tmp_path / "m"), str(tmp_path / "run"))
+    assert config.stages[0].betas == (0.8, 0.9) and config.seed == 42

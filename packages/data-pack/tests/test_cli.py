@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from llamaforge_cli.main import main
-from llamaforge_datapack import load_packed
-from llamaforge_datapack.cli import parse_source
+from llamaforge_datapack import Source, load_packed
 
 
 def test_parse_source_specs():
-    s = parse_source("zh=a.jsonl,b/*.jsonl:0.5", 0)
+    s = Source.parse("zh=a.jsonl,b/*.jsonl:0.5", 0)
     assert (s.name, s.inputs, s.weight) == ("zh", ["a.jsonl", "b/*.jsonl"], 0.5)
-    s = parse_source("data/x.jsonl", 3)
+    s = Source.parse("data/x.jsonl", 3)
     assert (s.name, s.inputs, s.weight) == ("source3", ["data/x.jsonl"], 1.0)
+    s = Source.parse("en=notes:v2.txt", 0)  # a tail that is no number is part of the path
+    assert (s.name, s.inputs, s.weight) == ("en", ["notes:v2.txt"], 1.0)
 
 
 def test_pack_and_inspect(asset, corpora, tmp_path, capsys, monkeypatch):

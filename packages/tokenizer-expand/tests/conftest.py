@@ -33,6 +33,7 @@ def _learn_and_expand(asset, base: Path, work: Path) -> dict:
         "pieces": pieces,
         "report": report,
         "learned": result,
+        "corpus": ([asset("people-daily") / "train.txt"], LEARN_CHARS),
     }
 
 

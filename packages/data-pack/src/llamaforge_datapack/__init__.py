@@ -11,7 +11,7 @@ from llamaforge_datapack.loader import (
 )
 from llamaforge_datapack.pack import Manifest, PackConfig, Source, pack
 from llamaforge_datapack.records import OnError, read_records
-from llamaforge_datapack.tokenize import TokenizeConfig
+from llamaforge_datapack.tokenize import TokenizeConfig, tokenizer_fingerprint
 
 __version__ = "0.1.0"
 
@@ -30,4 +30,5 @@ __all__ = [
     "pack",
     "position_ids_from_lengths",
     "read_records",
+    "tokenizer_fingerprint",
 ]

@@ -12,29 +12,31 @@ from rich.table import Table
 from llamaforge_datapack import __version__
 from llamaforge_datapack.errors import DataPackError
 
-app = typer.Typer(help="Tokenise and pack pretraining / SFT data.", no_args_is_help=True)
+app = typer.Typer(
+    help="Tokenise and pack pretraining / SFT data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llamaforge_datapack``: this package\'s commands alone; a user error is one red
+    line on stderr and exit code 2, never a traceback."""
+    try:
+        app(args=argv, prog_name="python -m llamaforge_datapack")
+    except SystemExit as exc:  # typer ends every run this way, with the exit code
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except DataPackError as exc:
+        from rich.text import Text
+
+        Console(stderr=True).print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
+        return 2
+    return 0
 
 
 def _console(ctx: typer.Context) -> Console:
     return ctx.obj if isinstance(ctx.obj, Console) else Console()
-
-
-def parse_source(spec: str, index: int):
-    """``NAME=PATHS[:WEIGHT]`` (PATHS comma-separated) or a bare path (named by position)."""
-    from llamaforge_datapack.pack import Source
-
-    name, sep, rest = spec.partition("=")
-    if not sep:
-        name, rest = f"source{index}", spec
-    weight = 1.0
-    head, colon, tail = rest.rpartition(":")
-    if colon and tail:
-        try:
-            weight = float(tail)
-            rest = head
-        except ValueError:
-            pass
-    return Source(name=name, inputs=[p for p in rest.split(",") if p], weight=weight)
 
 
 @app.command()
@@ -72,14 +74,14 @@ def pack(
     """Tokenise SOURCES and pack them into fixed-length rows (no token lost)."""
     from rich.progress import Progress, SpinnerColumn, TimeElapsedColumn
 
-    from llamaforge_datapack.pack import PackConfig
+    from llamaforge_datapack.pack import PackConfig, Source
     from llamaforge_datapack.pack import pack as run_pack
     from llamaforge_datapack.records import OnError
     from llamaforge_datapack.tokenize import TokenizeConfig
 
     if on_error not in ("fail", "skip"):
         raise DataPackError(f"--on-error must be fail or skip, got {on_error!r}")
-    parsed = [parse_source(s, i) for i, s in enumerate(sources)]
+    parsed = [Source.parse(s, i) for i, s in enumerate(sources)]
     tok_cfg = TokenizeConfig(
         tokenizer_dir=tokenizer, max_length=max_length, template=template, add_bos=bos, add_eos=eos
     )

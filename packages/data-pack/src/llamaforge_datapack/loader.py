@@ -123,7 +123,12 @@ def collate_packed(rows: Sequence[dict], *, pad_id: int = 0, flat: bool = False)
     Returns ``input_ids``, ``labels``, ``position_ids``, ``cu_seqlens`` (int32, over the
     flattened batch) and ``max_seqlen``.
     """
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise DataPackError(
+            "collate_packed builds torch tensors: pip install 'llamaforge-datapack[torch]'"
+        ) from None
 
     if not rows:
         raise DataPackError("cannot collate an empty batch")

@@ -50,6 +50,23 @@ class Source:
     weight: float = 1.0
     """Repeat factor: 2.0 includes every document twice, 0.5 a seeded half of them."""
 
+    @classmethod
+    def parse(cls, spec: str, index: int = 0) -> Source:
+        """``NAME=PATHS[:WEIGHT]`` (PATHS comma-separated files, dirs or globs) or a bare path,
+        named ``source{index}``. A ``:TAIL`` that is not a number stays part of the path."""
+        name, sep, rest = spec.partition("=")
+        if not sep:
+            name, rest = f"source{index}", spec
+        weight = 1.0
+        head, colon, tail = rest.rpartition(":")
+        if colon and tail:
+            try:
+                weight = float(tail)
+                rest = head
+            except ValueError:
+                pass
+        return cls(name=name, inputs=[p for p in rest.split(",") if p], weight=weight)
+
     def __post_init__(self) -> None:
         if not self.inputs:
             raise DataPackError(f"source {self.name!r} has no inputs")

@@ -16,6 +16,7 @@ _LAZY = {
     "load_model": "llamaforge_eval.runner",
     "evaluate_benchmark": "llamaforge_eval.evaluate",
     "evaluate_text": "llamaforge_eval.evaluate",
+    "evaluate_model": "llamaforge_eval.evaluate",
 }
 
 
@@ -35,6 +36,7 @@ __all__ = [
     "__version__",
     "compare",
     "evaluate_benchmark",
+    "evaluate_model",
     "evaluate_text",
     "gsm8k_number",
     "load_benchmark",

@@ -11,7 +11,27 @@ from rich.table import Table
 
 from llamaforge_eval.errors import EvalError
 
-app = typer.Typer(help="Benchmarks, compression and bits per character.", no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks, compression and bits per character.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llamaforge_eval``: this package\'s commands alone; a user error is one red
+    line on stderr and exit code 2, never a traceback."""
+    try:
+        app(args=argv, prog_name="python -m llamaforge_eval")
+    except SystemExit as exc:  # typer ends every run this way, with the exit code
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except EvalError as exc:
+        from rich.text import Text
+
+        Console(stderr=True).print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
+        return 2
+    return 0
 
 
 def _console(ctx: typer.Context) -> Console:
@@ -62,49 +82,30 @@ def run(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Results JSON.")] = None,
 ) -> None:
     """Evaluate MODEL on benchmarks and held-out text."""
-    import time
-
-    from llamaforge_eval.evaluate import evaluate_benchmark, evaluate_text
-    from llamaforge_eval.loaders import load_benchmark
+    from llamaforge_eval.evaluate import evaluate_model
     from llamaforge_eval.results import write_results
-    from llamaforge_eval.runner import Runner, load_model
 
-    benches = _pairs(bench, "bench")
-    texts = _pairs(text, "text")
-    if not benches and not texts:
-        raise EvalError("nothing to evaluate: give --bench KIND=DIR and/or --text LABEL=FILE")
-    if backend not in ("transformers", "vllm"):
-        raise EvalError(f"backend {backend!r} is not one of transformers, vllm")
-    if backend == "vllm" and nproc > 1:
-        raise EvalError("--nproc is for the transformers backend; vLLM batches by itself")
-    loaded = [load_benchmark(kind, dirs[0], subjects=subjects) for kind, dirs in benches.items()]
-    console = _console(ctx)
+    vllm_args = None
     if backend == "vllm":
-        from llamaforge_eval.vllm_runner import VllmRunner, parse_vllm_args
+        from llamaforge_eval.vllm_runner import parse_vllm_args
 
-        runner = VllmRunner(model, **parse_vllm_args(vllm_arg))
-    else:
-        model_obj, tok = load_model(model)
-        runner = Runner(model_obj, tok, batch_size=batch_size)
-    results: dict = {"model": str(model), "benchmarks": {}, "text": {}}
-    start = time.perf_counter()
+        vllm_args = parse_vllm_args(vllm_arg)
+    console = _console(ctx)
     with console.status("evaluating") as status:
-        if nproc > 1 and loaded:
-            from llamaforge_eval.parallel import evaluate_parallel
-
-            status.update(f"{len(loaded)} benchmarks on {nproc} processes")
-            results["benchmarks"] = evaluate_parallel(
-                model, loaded, n_shots=shots, metric=metric, nproc=nproc, batch_size=batch_size
-            )
-        for b in loaded if nproc <= 1 else []:
-            status.update(f"{b.name}: {sum(len(s.questions) for s in b.subjects)} questions")
-            results["benchmarks"][b.name] = evaluate_benchmark(
-                runner, b, n_shots=shots, metric=metric
-            )
-        if texts:
-            status.update("held-out text")
-            results["text"] = evaluate_text(runner, texts, max_docs=max_docs)
-    results["seconds"] = time.perf_counter() - start
+        results = evaluate_model(
+            model,
+            benchmarks={kind: dirs[0] for kind, dirs in _pairs(bench, "bench").items()},
+            texts=_pairs(text, "text"),
+            shots=shots,
+            metric=metric,
+            subjects=subjects,
+            batch_size=batch_size,
+            nproc=nproc,
+            max_docs=max_docs,
+            backend=backend,
+            vllm_args=vllm_args,
+            on_status=status.update,
+        )
     print_results(console, results)
     if out:
         write_results(out, results)

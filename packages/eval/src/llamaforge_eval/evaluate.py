@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -136,3 +137,64 @@ def evaluate_text(
             "bits_per_token": bits(nll) / count,
         }
     return out
+
+
+def evaluate_model(
+    model: str | Path,
+    *,
+    benchmarks: dict[str, Path] | None = None,
+    texts: dict[str, list[Path]] | None = None,
+    shots: int = 5,
+    metric: str = "first-token",
+    subjects: list[str] | None = None,
+    batch_size: int = 8,
+    nproc: int = 1,
+    max_docs: int | None = None,
+    backend: str = "transformers",
+    vllm_args: dict | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> dict:
+    """Evaluate the HF model dir ``model`` on benchmarks (kind → dir in its official layout)
+    and held-out text (label → files); returns the results dict that :func:`write_results`
+    writes. Every input is checked before the model loads."""
+    from llamaforge_eval.loaders import load_benchmark
+
+    benchmarks, texts = benchmarks or {}, texts or {}
+    status = on_status or (lambda _message: None)
+    if not benchmarks and not texts:
+        raise EvalError("nothing to evaluate: give benchmarks (KIND=DIR) and/or text (LABEL=FILE)")
+    if backend not in ("transformers", "vllm"):
+        raise EvalError(f"backend {backend!r} is not one of transformers, vllm")
+    if backend == "vllm" and nproc > 1:
+        raise EvalError("nproc is for the transformers backend; vLLM batches by itself")
+    if metric not in METRICS:
+        raise EvalError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    loaded = [
+        load_benchmark(kind, folder, subjects=subjects) for kind, folder in benchmarks.items()
+    ]
+    if backend == "vllm":
+        from llamaforge_eval.vllm_runner import VllmRunner
+
+        runner = VllmRunner(model, **(vllm_args or {}))
+    else:
+        from llamaforge_eval.runner import load_model
+
+        model_obj, tok = load_model(model)
+        runner = Runner(model_obj, tok, batch_size=batch_size)
+    results: dict = {"model": str(model), "benchmarks": {}, "text": {}}
+    start = time.perf_counter()
+    if nproc > 1 and loaded:
+        from llamaforge_eval.parallel import evaluate_parallel
+
+        status(f"{len(loaded)} benchmarks on {nproc} processes")
+        results["benchmarks"] = evaluate_parallel(
+            model, loaded, n_shots=shots, metric=metric, nproc=nproc, batch_size=batch_size
+        )
+    for b in loaded if nproc <= 1 else []:
+        status(f"{b.name}: {sum(len(s.questions) for s in b.subjects)} questions")
+        results["benchmarks"][b.name] = evaluate_benchmark(runner, b, n_shots=shots, metric=metric)
+    if texts:
+        status("held-out text")
+        results["text"] = evaluate_text(runner, texts, max_docs=max_docs)
+    results["seconds"] = time.perf_counter() - start
+    return results

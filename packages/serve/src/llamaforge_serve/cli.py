@@ -7,8 +7,28 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
-app = typer.Typer(help="OpenAI-compatible inference server.")
+from llamaforge_serve.errors import ServeError
+
+app = typer.Typer(
+    help="OpenAI-compatible inference server.", pretty_exceptions_enable=False, add_completion=False
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llamaforge_serve``: this package\'s commands alone; a user error is one red
+    line on stderr and exit code 2, never a traceback."""
+    try:
+        app(args=argv, prog_name="python -m llamaforge_serve")
+    except SystemExit as exc:  # typer ends every run this way, with the exit code
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except ServeError as exc:
+        from rich.text import Text
+
+        Console(stderr=True).print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
+        return 2
+    return 0
 
 
 @app.command()

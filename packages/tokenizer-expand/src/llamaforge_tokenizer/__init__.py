@@ -10,7 +10,7 @@ from llamaforge_tokenizer.compression import CompressionRow, measure, plot_compr
 from llamaforge_tokenizer.errors import TokenizerExpandError
 from llamaforge_tokenizer.expand import expand_tokenizer
 from llamaforge_tokenizer.learn import Candidate, LearnConfig, learn_pieces
-from llamaforge_tokenizer.pieces import read_pieces
+from llamaforge_tokenizer.pieces import read_pieces, write_pieces
 from llamaforge_tokenizer.report_types import ExpandReport
 from llamaforge_tokenizer.spm import expand_sentencepiece
 
@@ -39,4 +39,5 @@ __all__ = [
     "measure",
     "plot_compression",
     "read_pieces",
+    "write_pieces",
 ]

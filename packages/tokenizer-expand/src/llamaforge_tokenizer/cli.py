@@ -15,8 +15,26 @@ from llamaforge_tokenizer import __version__
 from llamaforge_tokenizer.errors import TokenizerExpandError
 
 app = typer.Typer(
-    help="Expand a tokenizer's vocabulary and a model's embeddings.", no_args_is_help=True
+    help="Expand a tokenizer's vocabulary and a model's embeddings.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
 )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llamaforge_tokenizer``: this package\'s commands alone; a user error is one red
+    line on stderr and exit code 2, never a traceback."""
+    try:
+        app(args=argv, prog_name="python -m llamaforge_tokenizer")
+    except SystemExit as exc:  # typer ends every run this way, with the exit code
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except TokenizerExpandError as exc:
+        from rich.text import Text
+
+        Console(stderr=True).print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
+        return 2
+    return 0
 
 
 def _console(ctx: typer.Context) -> Console:
@@ -112,9 +130,6 @@ def expand(
     _console(ctx).print(table)
     if report.examples_unusable:
         _console(ctx).print(f"[yellow]unusable pieces (e.g.):[/] {report.examples_unusable}")
-    (Path(out) / "expansion_report.json").write_text(
-        json.dumps(report.to_dict(), indent=2, ensure_ascii=False)
-    )
 
 
 @app.command("init-model")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from llamaforge_tokenizer.bpe import expand_bpe
@@ -9,6 +10,8 @@ from llamaforge_tokenizer.pieces import DEFAULT_MAX_PIECE_CHARS, read_pieces
 from llamaforge_tokenizer.report_types import ExpandReport
 from llamaforge_tokenizer.segment import detect_kind
 from llamaforge_tokenizer.spm import expand_sentencepiece
+
+REPORT_FILE = "expansion_report.json"
 
 
 def expand_tokenizer(
@@ -23,12 +26,13 @@ def expand_tokenizer(
     """Expand the tokenizer in ``tokenizer_dir`` with the pieces listed in ``pieces_file``.
 
     ``tokenizer.model`` present → sentencepiece expansion; else byte-level BPE
-    (``tokenizer.json``). See :func:`expand_sentencepiece` and :func:`expand_bpe`.
+    (``tokenizer.json``). See :func:`expand_sentencepiece` and :func:`expand_bpe`. The report
+    is also written beside the new tokenizer as ``expansion_report.json``.
     """
     kind = detect_kind(tokenizer_dir)
     plist = read_pieces(pieces_file, max_chars=max_piece_chars)
     fn = expand_sentencepiece if kind == "sentencepiece" else expand_bpe
-    return fn(
+    report = fn(
         tokenizer_dir,
         plist.pieces,
         out_dir,
@@ -36,3 +40,7 @@ def expand_tokenizer(
         overwrite=overwrite,
         duplicates=plist.duplicates,
     )
+    (Path(out_dir) / REPORT_FILE).write_text(
+        json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8"
+    )
+    return report

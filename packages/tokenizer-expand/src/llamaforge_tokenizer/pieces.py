@@ -7,6 +7,7 @@ so the caller can report exactly what happened to every input line.
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,14 @@ def _piece_from_json(path: Path, lineno: int, raw: str) -> object:
 
 
 def write_pieces(path: Path, rows: list[dict]) -> None:
-    """Write reviewable jsonl: one ``{"piece": ..., ...}`` object per line."""
-    with Path(path).open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    """Write reviewable jsonl: one ``{"piece": ..., ...}`` object per line. The file appears
+    whole or not at all (written to a temporary sibling, then renamed)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

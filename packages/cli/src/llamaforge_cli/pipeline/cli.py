@@ -37,7 +37,10 @@ def run(
         plan(loaded, start)
         if dry_run
         else run_pipeline(
-            loaded, start=start, on_stage=lambda name, action: console.rule(f"{name}: {action}")
+            loaded,
+            start=start,
+            on_stage=lambda name, action: console.rule(f"{name}: {action}"),
+            console=console,
         )
     )
     table = Table(title=("plan" if dry_run else "pipeline") + f" — {recipe}")

@@ -2,15 +2,24 @@
 
 Paths may name a cached asset: ``asset:smollm2-135m`` or ``asset:people-daily/train.txt``.
 Relative paths are relative to the recipe file. Example: ``recipes/demo.toml``.
+
+The recipe is a typed model: a value of the wrong type or an unknown key is reported with its
+field path (``data.mix.max_length: Input should be a valid integer``) before any stage runs,
+and ``[train]`` is validated whole by the trainer's own config model.
 """
 
 from __future__ import annotations
 
+import difflib
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llamaforge_cli.assets.errors import AssetError
+
+PositiveInt = Annotated[int, Field(ge=1)]
 
 
 class PipelineError(Exception):
@@ -19,47 +28,69 @@ class PipelineError(Exception):
     user_facing = True
 
 
-@dataclass(kw_only=True)
-class VocabSettings:
-    corpus: list[str]
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, validate_default=True, use_attribute_docstrings=True
+    )
+
+
+class VocabSettings(_Section):
+    """``[vocab]``: learning and adding the new pieces."""
+
+    corpus: Annotated[list[str], Field(min_length=1)]
     """Domain text for learning pieces."""
     word_list: str | None = None
-    num_pieces: int = 8000
-    max_corpus_chars: int | None = None
-    pad_to: int = 64
+    """Word list ('word freq pos' lines): multi-character pieces must be parts of its words."""
+    num_pieces: PositiveInt = 8000
+    """How many pieces to learn and add."""
+    max_corpus_chars: PositiveInt | None = None
+    """Read at most this much of the corpus."""
+    pad_to: PositiveInt = 64
+    """Pad the vocabulary to a multiple of this."""
 
 
-@dataclass(kw_only=True)
-class DataSettings:
-    sources: list[str]
+class DataSettings(_Section):
+    """``[data.NAME]``: one packed dataset."""
+
+    sources: Annotated[list[str], Field(min_length=1)]
     """``NAME=PATHS[:WEIGHT]`` as for ``llamaforge data pack``."""
-    max_length: int = 512
-    num_bins: int = 4
+    max_length: PositiveInt = 512
+    """Tokens per packed row."""
+    num_bins: PositiveInt = 4
+    """Category bins for bucket ordering."""
 
 
-@dataclass(kw_only=True)
-class EvalSettings:
-    text: dict[str, list[str]] = field(default_factory=dict)
+class EvalSettings(_Section):
+    """``[eval]``: what the base model and the result are measured on."""
+
+    text: dict[str, list[str]] = Field(default_factory=dict)
     """Label → held-out text files (tokens/char, bits/char)."""
-    benchmarks: dict[str, str] = field(default_factory=dict)
+    benchmarks: dict[str, str] = Field(default_factory=dict)
     """Kind → dir in the official layout."""
-    shots: int = 2
-    metric: str = "loglik"
-    max_docs: int | None = None
+    shots: Annotated[int, Field(ge=0)] = 2
+    """Few-shot examples per question (trimmed to fit)."""
+    metric: Literal["first-token", "loglik", "agieval-combined"] = "loglik"
+    """How a multiple-choice answer is picked."""
+    max_docs: PositiveInt | None = None
     """Score only the first N held-out documents per label (keeps a CPU demo short)."""
 
 
-@dataclass(kw_only=True)
-class Recipe:
+class Recipe(_Section):
+    """A whole pipeline run."""
+
     path: Path
+    """The recipe file (relative paths inside it are relative to its dir)."""
     out: Path
+    """Where every stage writes its dir."""
     base_model: str
+    """HF model dir (or ``asset:NAME``) to bridge."""
     vocab: VocabSettings
     data: dict[str, DataSettings]
-    train: dict
+    train: dict[str, Any]
     """The trainer's recipe minus ``model`` / ``output_dir``; stage ``data`` names datasets."""
-    eval: EvalSettings = field(default_factory=EvalSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
     chat_prompt: str = "What is the capital of France?"
+    """Asked of the served result in the report."""
 
     def resolve(self, value: str) -> Path:
         """A path from the recipe: ``asset:NAME[/rel]`` or relative to the recipe file."""
@@ -75,8 +106,30 @@ class Recipe:
         path = Path(value)
         return path if path.is_absolute() else (self.path.parent / path)
 
+    def train_config(self, model: Path, output_dir: Path, packed: Path):
+        """``[train]`` as the trainer's typed config: ``model`` and ``output_dir`` set, each
+        stage's dataset names turned into the packed dirs under ``packed``."""
+        from llamaforge_trainer import TrainConfig, TrainError
+
+        data = dict(self.train, model=str(model), output_dir=str(output_dir))
+        if isinstance(data.get("stages"), list):
+            data["stages"] = [
+                {**st, "data": [str(packed / n) for n in st.get("data", [])]}
+                if isinstance(st, dict) and isinstance(st.get("data"), list)
+                else st
+                for st in data["stages"]
+            ]
+        try:
+            return TrainConfig(**data)
+        except TrainError as exc:  # its lines name fields from [train] down: say so
+            head, *problems = str(exc).splitlines()
+            lines = [f"  train.{p.strip()}" for p in problems]
+            raise PipelineError("\n".join([f"{self.path}: invalid recipe:", *lines])) from None
+
 
 def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe: every problem is reported at once, each with its field
+    path, before anything runs."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: no such recipe")
@@ -86,29 +139,56 @@ def load_recipe(path: str | Path) -> Recipe:
         import tomli as tomllib
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path}: {exc}") from None
+    out = data.get("out")
+    if isinstance(out, str):
+        data["out"] = Path(out) if Path(out).is_absolute() else path.parent / out
     try:
-        out = Path(data["out"])
-        recipe = Recipe(
-            path=path.resolve(),
-            out=out if out.is_absolute() else path.parent / out,
-            base_model=data["base_model"],
-            vocab=VocabSettings(**data["vocab"]),
-            data={k: DataSettings(**v) for k, v in data["data"].items()},
-            train=data["train"],
-            eval=EvalSettings(**data.get("eval", {})),
-            chat_prompt=data.get("chat_prompt", "What is the capital of France?"),
-        )
-    except KeyError as exc:
-        raise PipelineError(f"{path}: missing {exc.args[0]!r}") from None
-    except TypeError as exc:
-        raise PipelineError(f"{path}: {exc}") from None
-    for stage in recipe.train.get("stages", []):
-        for name in stage.get("data", []):
+        recipe = Recipe.model_validate({**data, "path": path.resolve()})
+    except ValidationError as exc:
+        raise PipelineError(f"{path}: invalid recipe:\n  " + "\n  ".join(_describe(exc))) from None
+    for key in ("model", "output_dir"):
+        if key in recipe.train:
+            raise PipelineError(
+                f"{path}: train.{key}: set by the pipeline (init-model's output and train/run); "
+                "remove it"
+            )
+    stages = recipe.train.get("stages")
+    for i, stage in enumerate(stages if isinstance(stages, list) else []):
+        names = stage.get("data") if isinstance(stage, dict) else None
+        for name in names if isinstance(names, list) else []:
             if name not in recipe.data:
                 raise PipelineError(
-                    f"{path}: train stage {stage.get('name')!r} uses dataset "
-                    f"{name!r}, not defined under [data]"
+                    f"{path}: train.stages.{i}.data: dataset {name!r} is not defined under "
+                    f"[data] (defined: {', '.join(recipe.data) or 'none'})"
                 )
+    recipe.train_config(recipe.out / "init-model" / "model", recipe.out / "train" / "run", Path())
     return recipe
+
+
+def _describe(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            known = _known_keys(item["loc"][:-1])
+            hint = difflib.get_close_matches(str(item["loc"][-1]), known, 1)
+            lines.append(f"{where}: unknown key" + (f" (did you mean {hint[0]}?)" if hint else ""))
+        elif item["type"] == "missing":
+            lines.append(f"{where}: missing")
+        else:
+            lines.append(f"{where}: {item['msg']} (got {item['input']!r})")
+    return lines
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    """Keys allowed at ``loc``: the recipe's top level or one of its sections."""
+    sections = {"vocab": VocabSettings, "eval": EvalSettings}
+    if not loc:
+        return [k for k in Recipe.model_fields if k != "path"]
+    if loc[0] in sections and len(loc) == 1:
+        return list(sections[loc[0]].model_fields)
+    if loc[0] == "data" and len(loc) == 2:
+        return list(DataSettings.model_fields)
+    return []

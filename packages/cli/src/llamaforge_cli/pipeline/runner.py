@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
+
 from llamaforge_cli.pipeline.recipe import PipelineError, Recipe
 from llamaforge_cli.pipeline.stages import build_stages
 
@@ -102,15 +104,21 @@ def plan(recipe: Recipe, start: str | None = None) -> list[PlanRow]:
 
 
 def run(
-    recipe: Recipe, *, start: str | None = None, on_stage: Callable[[str, str], None] | None = None
+    recipe: Recipe,
+    *,
+    start: str | None = None,
+    on_stage: Callable[[str, str], None] | None = None,
+    console: Console | None = None,
 ) -> list[PlanRow]:
-    """Run the recipe; returns what was done per stage."""
-    names = [s.name for s in build_stages(recipe)]
+    """Run the recipe; returns what was done per stage. ``console`` shows each stage's
+    progress."""
+    stages = build_stages(recipe, console)
+    names = [s.name for s in stages]
     if start and start not in names:
         raise PipelineError(f"unknown stage {start!r}; stages: {', '.join(names)}")
     done, forced, upstream = [], False, ""
     recipe.out.mkdir(parents=True, exist_ok=True)
-    for stage in build_stages(recipe):
+    for stage in stages:
         folder = recipe.out / stage.name
         state = _state(folder)
         forced = forced or stage.name == start

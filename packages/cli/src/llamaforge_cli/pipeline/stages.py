@@ -1,14 +1,20 @@
-"""The pipeline's stages: what each reads, what it runs (the `llamaforge` commands), where it
-writes. Stages talk only through their output dirs."""
+"""The pipeline's stages: what each reads, which package API it calls, where it writes.
+
+Stages talk only through their output dirs (the documented on-disk formats); each one calls the
+typed Python API of the package that owns the work, the same functions the package's own
+command calls. The packages are imported when their stage runs, so planning needs none of them.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from llamaforge_cli.pipeline.recipe import PipelineError, Recipe
+from rich.console import Console
+
+from llamaforge_cli.pipeline.recipe import Recipe
 
 
 @dataclass
@@ -22,218 +28,177 @@ class Stage:
     """Runs the stage into its output dir."""
 
 
-def _llamaforge(args: list[str]) -> None:
-    from llamaforge_cli.main import main
+@dataclass(frozen=True)
+class Layout:
+    """Where each stage's output lives under the recipe's ``out``."""
 
-    code = main([str(a) for a in args])
-    if code != 0:
-        raise PipelineError(f"`llamaforge {' '.join(map(str, args[:2]))}` failed (exit {code})")
+    out: Path
+
+    @property
+    def pieces(self) -> Path:
+        return self.out / "learn-vocab" / "pieces.jsonl"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.out / "expand-vocab" / "tokenizer"
+
+    @property
+    def model(self) -> Path:
+        return self.out / "init-model" / "model"
+
+    @property
+    def packed(self) -> Path:
+        return self.out / "pack-data"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / "train" / "run"
 
 
-def build_stages(recipe: Recipe) -> list[Stage]:
-    out = recipe.out
+def _sources(recipe: Recipe, specs: list[str]):
+    """``NAME=PATHS[:WEIGHT]`` specs parsed by data-pack's own parser, paths resolved against
+    the recipe (assets, relative paths)."""
+    from llamaforge_datapack import Source
+
+    parsed = [Source.parse(spec, i) for i, spec in enumerate(specs)]
+    return [
+        Source(name=s.name, inputs=[str(recipe.resolve(p)) for p in s.inputs], weight=s.weight)
+        for s in parsed
+    ]
+
+
+def _text_files(recipe: Recipe) -> dict[str, list[Path]]:
+    return {label: [recipe.resolve(f) for f in files] for label, files in recipe.eval.text.items()}
+
+
+def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
+    """The stages of ``recipe`` in order; ``console`` shows their progress."""
+    console = console or Console(quiet=True)
+    at = Layout(recipe.out)
+    v = recipe.vocab
 
     def base() -> Path:  # resolved when a stage runs (an asset may be fetched then)
         return recipe.resolve(recipe.base_model)
 
-    pieces = out / "learn-vocab" / "pieces.jsonl"
-    tokenizer = out / "expand-vocab" / "tokenizer"
-    model = out / "init-model" / "model"
-    run_dir = out / "train" / "run"
-    v = recipe.vocab
+    def learn(_: Path) -> None:
+        from llamaforge_tokenizer import LearnConfig, learn_pieces, write_pieces
 
-    def learn(d: Path) -> None:
-        args = [
-            "vocab",
-            "learn",
-            base(),
-            *[recipe.resolve(c) for c in v.corpus],
-            "-o",
-            pieces,
-            "--num-pieces",
-            v.num_pieces,
-        ]
-        if v.word_list:
-            args += ["--word-list", recipe.resolve(v.word_list)]
-        if v.max_corpus_chars:
-            args += ["--max-corpus-chars", v.max_corpus_chars]
-        _llamaforge(args)
-
-    def expand(d: Path) -> None:
-        _llamaforge(
-            [
-                "vocab",
-                "expand",
-                base(),
-                pieces,
-                "-o",
-                tokenizer,
-                "--pad-to",
-                v.pad_to,
-                "--overwrite",
-            ]
+        config = LearnConfig(
+            num_pieces=v.num_pieces,
+            word_list=recipe.resolve(v.word_list) if v.word_list else None,
+            max_corpus_chars=v.max_corpus_chars,
         )
+        with console.status("learning pieces") as status:
+            result = learn_pieces(
+                base(),
+                [recipe.resolve(c) for c in v.corpus],
+                config,
+                progress=lambda n: status.update(f"learning pieces: {n:,} / {v.num_pieces:,}"),
+            )
+        write_pieces(at.pieces, [c.to_dict() for c in result.candidates])
+        console.print(f"learned {len(result.candidates):,} pieces → {at.pieces}")
 
-    def init(d: Path) -> None:
-        _llamaforge(["vocab", "init-model", base(), tokenizer, "-o", model, "--overwrite"])
+    def expand(_: Path) -> None:
+        from llamaforge_tokenizer import expand_tokenizer
 
-    def source_paths(spec: str) -> str:
-        name, files, weight = _split_source(spec)
-        resolved = ",".join(str(recipe.resolve(f)) for f in files)
-        return f"{name}={resolved}" + (f":{weight}" if weight else "")
+        report = expand_tokenizer(base(), at.pieces, at.tokenizer, pad_to=v.pad_to, overwrite=True)
+        console.print(f"{report.kind} tokenizer: {report.new_size:,} tokens → {at.tokenizer}")
 
-    def pack(d: Path) -> None:
+    def init(_: Path) -> None:
+        import llamaforge_tokenizer as tokenizer  # (`init_model` is also a submodule's name)
+
+        with console.status("initialising embeddings"):
+            report = tokenizer.init_model(base(), at.tokenizer, at.model, overwrite=True)
+        console.print(f"model: {report.old_rows:,} → {report.new_rows:,} rows → {at.model}")
+
+    def pack(folder: Path) -> None:
+        import llamaforge_datapack as datapack  # (`pack` is also a submodule's name)
+        from llamaforge_datapack import PackConfig, TokenizeConfig
+
         for name, ds in recipe.data.items():
-            _llamaforge(
-                [
-                    "data",
-                    "pack",
-                    *[source_paths(s) for s in ds.sources],
-                    "-t",
-                    tokenizer,
-                    "-o",
-                    d / name,
-                    "--max-length",
-                    ds.max_length,
-                    "--num-bins",
-                    ds.num_bins,
-                    "--overwrite",
-                ]
+            with console.status(f"packing {name}") as status:
+                manifest = datapack.pack(
+                    _sources(recipe, ds.sources),
+                    TokenizeConfig(tokenizer_dir=at.tokenizer, max_length=ds.max_length),
+                    PackConfig(out_dir=folder / name, num_bins=ds.num_bins, overwrite=True),
+                    progress=lambda stage, n, name=name, status=status: status.update(
+                        f"packing {name}: {stage} {n:,}"
+                    ),
+                )
+            console.print(
+                f"{name}: {manifest.tokens:,} tokens in {manifest.rows:,} rows "
+                f"({manifest.fill_ratio:.1%} full) → {folder / name}"
             )
 
-    def train(d: Path) -> None:
-        cfg = dict(recipe.train)
-        stages = []
-        for st in cfg.get("stages", []):
-            stages.append({**st, "data": [str(out / "pack-data" / n) for n in st["data"]]})
-        toml = d / "train.toml"
-        toml.write_text(
-            _to_toml({**cfg, "model": str(model), "output_dir": str(run_dir), "stages": stages})
-        )
-        _llamaforge(["train", toml])
+    def train(folder: Path) -> None:
+        from llamaforge_trainer import train as run_training
 
-    def evaluate(d: Path) -> None:
+        config = recipe.train_config(at.model, at.run_dir, at.packed)
+        (folder / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
+        run_training(config, console=console)
+
+    def evaluate(folder: Path) -> None:
+        from llamaforge_eval import evaluate_model, write_results
+        from llamaforge_tokenizer import measure, plot_compression
+
         e = recipe.eval
-        common = []
-        for label, files in e.text.items():
-            common += [a for f in files for a in ("--text", f"{label}={recipe.resolve(f)}")]
-        for kind, folder in e.benchmarks.items():
-            common += ["--bench", f"{kind}={recipe.resolve(folder)}"]
-        common += ["--shots", e.shots, "--metric", e.metric]
-        if e.max_docs:
-            common += ["--max-docs", e.max_docs]
-        _llamaforge(["eval", "run", base(), *common, "-o", d / "base.json"])
-        _llamaforge(["eval", "run", run_dir / "export", *common, "-o", d / "result.json"])
-        texts = [
-            a
-            for label, files in e.text.items()
-            for f in files
-            for a in ("--text", f"{label}={recipe.resolve(f)}")
-        ]
-        _llamaforge(
-            [
-                "vocab",
-                "report",
-                "--old",
-                base(),
-                "--new",
-                tokenizer,
-                *texts,
-                "--plot",
-                d / "compression.png",
-                "--json",
-                d / "compression.json",
-            ]
-        )
+        texts = _text_files(recipe)
+        benchmarks = {kind: recipe.resolve(d) for kind, d in e.benchmarks.items()}
+        for label, model in (("base", base()), ("result", at.run_dir / "export")):
+            with console.status(f"evaluating {label}") as status:
+                results = evaluate_model(
+                    model,
+                    benchmarks=benchmarks,
+                    texts=texts,
+                    shots=e.shots,
+                    metric=e.metric,
+                    max_docs=e.max_docs,
+                    on_status=lambda m, label=label, status=status: status.update(f"{label}: {m}"),
+                )
+            write_results(folder / f"{label}.json", results)
+        rows = measure({"old": base(), "new": at.tokenizer}, texts)
+        plot_compression(rows, folder / "compression.png")
+        (folder / "compression.json").write_text(json.dumps([r.to_dict() for r in rows], indent=2))
 
-    def report(d: Path) -> None:
+    def report(folder: Path) -> None:
         from llamaforge_cli.pipeline.report import write_report
 
-        write_report(recipe, d)
+        write_report(recipe, folder)
 
-    settings = {
-        "learn-vocab": lambda: {"base": recipe.base_model, **asdict(v)},
-        "expand-vocab": lambda: {"pad_to": v.pad_to},
-        "init-model": lambda: {},
-        "pack-data": lambda: {k: asdict(ds) for k, ds in recipe.data.items()},
-        "train": lambda: recipe.train,
-        "eval": lambda: asdict(recipe.eval),
-        "report": lambda: {"chat_prompt": recipe.chat_prompt},
-    }
+    def learn_inputs() -> list[Path]:
+        files = [base() / "tokenizer.json", base() / "tokenizer.model"]
+        files += [recipe.resolve(c) for c in v.corpus]
+        return files + ([recipe.resolve(v.word_list)] if v.word_list else [])
 
-    def text_inputs() -> list[Path]:
-        return [recipe.resolve(f) for fs in recipe.eval.text.values() for f in fs]
+    def pack_inputs() -> list[Path]:
+        sources = [s for ds in recipe.data.values() for s in _sources(recipe, ds.sources)]
+        return [at.tokenizer, *[Path(p) for s in sources for p in s.inputs]]
+
+    def eval_inputs() -> list[Path]:
+        texts = [f for files in _text_files(recipe).values() for f in files]
+        return [base(), at.run_dir / "export", at.tokenizer, *texts]
 
     return [
         Stage(
             "learn-vocab",
-            lambda: (
-                [
-                    base() / "tokenizer.json",
-                    base() / "tokenizer.model",
-                    *[recipe.resolve(c) for c in v.corpus],
-                ]
-                + ([recipe.resolve(v.word_list)] if v.word_list else [])
-            ),
-            settings["learn-vocab"],
+            learn_inputs,
+            lambda: {"base": recipe.base_model, **v.model_dump()},
             learn,
         ),
-        Stage("expand-vocab", lambda: [pieces], settings["expand-vocab"], expand),
-        Stage("init-model", lambda: [base(), tokenizer], settings["init-model"], init),
+        Stage("expand-vocab", lambda: [at.pieces], lambda: {"pad_to": v.pad_to}, expand),
+        Stage("init-model", lambda: [base(), at.tokenizer], dict, init),
         Stage(
             "pack-data",
-            lambda: [
-                tokenizer,
-                *[
-                    recipe.resolve(f)
-                    for ds in recipe.data.values()
-                    for s in ds.sources
-                    for f in _split_source(s)[1]
-                ],
-            ],
-            settings["pack-data"],
+            pack_inputs,
+            lambda: {k: ds.model_dump() for k, ds in recipe.data.items()},
             pack,
         ),
-        Stage("train", lambda: [model, out / "pack-data"], settings["train"], train),
+        Stage("train", lambda: [at.model, at.packed], lambda: recipe.train, train),
+        Stage("eval", eval_inputs, recipe.eval.model_dump, evaluate),
         Stage(
-            "eval",
-            lambda: [base(), run_dir / "export", tokenizer, *text_inputs()],
-            settings["eval"],
-            evaluate,
-        ),
-        Stage(
-            "report", lambda: [out / "eval", run_dir / "metrics.jsonl"], settings["report"], report
+            "report",
+            lambda: [recipe.out / "eval", at.run_dir / "metrics.jsonl"],
+            lambda: {"chat_prompt": recipe.chat_prompt},
+            report,
         ),
     ]
-
-
-def _split_source(spec: str) -> tuple[str, list[str], str]:
-    """``NAME=A,B[:WEIGHT]`` → (name, [A, B], weight or "")."""
-    name, sep, rest = spec.partition("=")
-    if not sep:
-        name, rest = "", spec
-    head, colon, tail = rest.rpartition(":")
-    try:
-        float(tail)
-        files, weight = head, tail
-    except ValueError:
-        files, weight = rest, ""
-    if not colon:
-        files, weight = rest, ""
-    return name, files.split(","), weight
-
-
-def _to_toml(data: dict) -> str:
-    """The trainer recipe as TOML (scalars, lists, one array of tables: stages)."""
-    lines = []
-    for key, value in data.items():
-        if key != "stages" and not isinstance(value, dict):
-            lines.append(f"{key} = {json.dumps(value)}")
-    for key, value in data.items():
-        if isinstance(value, dict):
-            lines.append(f"[{key}]")
-            lines += [f"{k} = {json.dumps(x)}" for k, x in value.items()]
-    for stage in data.get("stages", []):
-        lines.append("[[stages]]")
-        lines += [f"{k} = {json.dumps(x)}" for k, x in stage.items()]
-    return "\n".join(lines) + "\n"
