@@ -5,6 +5,7 @@
     python3 tools/bootstrap.py test      # = hatch run test:all   (the whole test suite)
     python3 tools/bootstrap.py test-vllm # = hatch run vllm:test  (vLLM backends, own venv)
     python3 tools/bootstrap.py lint      # = hatch run lint:check
+    python3 tools/bootstrap.py check     # = hatch run test:check  (each package alone)
     python3 tools/bootstrap.py hatch ... # any hatch command with the pinned hatch
 
 Only the standard library is used here. Hatch itself (pinned) goes into .tools/hatch, a private
@@ -28,6 +29,7 @@ JOBS = {
     "test-fast": "test:fast",
     "test-vllm": "vllm:test",
     "lint": "lint:check",
+    "check": "test:check",
 }
 
 
