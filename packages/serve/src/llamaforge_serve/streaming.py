@@ -18,6 +18,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
+_DECODE = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
+
 
 @dataclass
 class Sampling:
@@ -38,7 +40,12 @@ class Sequence:
     emit: Callable[[str, str | None, int], None]
     generated: list[int] = field(default_factory=list)
     text: str = ""
+    """The decoded text of ``generated`` up to the last whole character."""
     emitted: int = 0  # characters of text already handed out
+    prefix_offset: int = 0
+    """Incremental decoding: tokens before this are settled text; the window from here to
+    ``read_offset`` gives the context that the next token's text is measured against."""
+    read_offset: int = 0
     cancelled: bool = False
     finished: bool = False
     generator: torch.Generator | None = None
@@ -159,23 +166,40 @@ class StreamingEngine:
             return
         seq.generated.append(token)
         self.stats["generated_tokens"] += 1
-        seq.text = self.tok.decode(seq.generated, skip_special_tokens=True)
+        self._detokenize(seq)
         stops = [st for st in seq.sampling.stop if st]
-        hits = [seq.text.find(st) for st in stops if st in seq.text]
+        # Text before ``emitted`` holds no stop string, nor the start of one (held back below).
+        hits = [i for st in stops if (i := seq.text.find(st, seq.emitted)) >= 0]
         if hits:
             seq.finished = True
             seq.emit(seq.text[seq.emitted : min(hits)], "stop", 1)
             return
         if len(seq.generated) >= seq.sampling.max_tokens:
             seq.finished = True
-            seq.emit(seq.text[seq.emitted :].rstrip("\ufffd"), "length", 1)
+            seq.emit(seq.text[seq.emitted :], "length", 1)
             return
-        safe = len(seq.text.rstrip("\ufffd"))
+        safe = len(seq.text)
         for st in stops:
             for k in range(min(len(st) - 1, safe), 0, -1):
-                if seq.text[:safe].endswith(st[:k]):
+                if seq.text.endswith(st[:k]):
                     safe = min(safe, len(seq.text) - k)
                     break
         safe = max(safe, seq.emitted)
         seq.emit(seq.text[seq.emitted : safe], None, 1)
         seq.emitted = safe
+
+    def _detokenize(self, seq: Sequence) -> None:
+        """Extend ``seq.text`` by what the newest tokens add, decoding only a short window
+        (the tokens since the last settled point, with the previous ones as context), so a
+        step costs the same at the 10th token and at the 10,000th.
+
+        Decoding the window with and without its newest tokens and taking the difference keeps
+        what depends on context right (sentencepiece's leading space, a character split over
+        byte tokens): text is added only once it ends in a whole character.
+        """
+        window = seq.generated[seq.prefix_offset :]
+        before = self.tok.decode(window[: seq.read_offset - seq.prefix_offset], **_DECODE)
+        after = self.tok.decode(window, **_DECODE)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            seq.text += after[len(before) :]
+            seq.prefix_offset, seq.read_offset = seq.read_offset, len(seq.generated)
