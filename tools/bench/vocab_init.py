@@ -3,7 +3,7 @@
 
 A synthetic LLaMA-2-7B-shaped model (embed_tokens and lm_head 32,000 × 4096, bf16, random) is
 expanded to 69,104 rows with the real LLaMA-2 tokenizer plus jieba words (what Colossal-LLaMA-2
-did). Ours is `llamaforge_tokenizer.init_model`. Theirs is a faithful re-implementation of
+did). Ours is `llamaforge_tokenizer.embeddings`. Theirs is a faithful re-implementation of
 Colossal-LLaMA's `init_model.py` on CPU: fp32 matrices (from_pretrained's default dtype), and for
 each new token: tokenize with the old slow tokenizer, mean the rows, `np.concatenate` one row
 onto the growing matrix — a full copy per token, so quadratic. Theirs runs on a sample of tokens
@@ -97,7 +97,7 @@ OURS = (
     + """
 import json, sys, time
 from pathlib import Path
-from llamaforge_tokenizer.init_model import init_model
+from llamaforge_tokenizer.embeddings import init_model
 t = time.perf_counter()
 report = init_model(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
 print(json.dumps({"seconds": time.perf_counter() - t, "tokens": report.new_rows - report.old_rows,

@@ -266,3 +266,45 @@ def test_vllm_args_parse_values_and_refuse_bad_items():
     }
     with pytest.raises(EvalError, match="expected KEY=VALUE"):
         parse_vllm_args(["=3"])
+
+
+def _greedy(model, tok, prompt: str, n: int) -> str:
+    """Plain greedy decoding: one full forward pass per new token."""
+    adds_bos = tok("a").input_ids[0] == tok.bos_token_id
+    ids = tok(prompt, add_special_tokens=False).input_ids
+    ids = [tok.bos_token_id, *ids] if adds_bos else ids
+    start = len(ids)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    return tok.decode(ids[start:], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("kind", ["agieval", "gaokao"])
+def test_agieval_combined_equals_first_token_then_generation(kind, fixtures, tiny_eval_model):
+    """``agieval-combined`` (Colossal-LLaMA's AGIEval scoring): the first-token choice, and a
+    question it gets wrong still counts when the greedy answer starts with the right letter."""
+    model, tok = load_model(tiny_eval_model)
+    bench = load_benchmark(kind, fixtures / kind)
+    result = evaluate_benchmark(
+        Runner(model, tok, batch_size=3), bench, n_shots=0, metric="agieval-combined"
+    )
+    first = _reference_predictions(model, tok, bench, 0, "first-token")
+    rescued = 0
+    for subject in bench.subjects:
+        expected = []
+        for q, pred in zip(subject.questions, first[subject.name], strict=True):
+            if pred != q.answer:
+                prompt = format_choice(q, bench.language, False)
+                generated = _greedy(model, tok, prompt, 4).split("\n")[0].strip()
+                if generated[:1].upper() == q.answer:
+                    pred, rescued = q.answer, rescued + 1
+            expected.append(pred)
+        assert result["subjects"][subject.name]["predictions"] == expected
+    assert result["metric"] == "agieval-combined"
+    correct = sum(
+        p == q.answer
+        for s in bench.subjects
+        for p, q in zip(first[s.name], s.questions, strict=True)
+    )
+    assert result["accuracy"] == (correct + rescued) / result["questions"]

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from llamaforge_tokenizer import TokenizerExpandError, init_model  # noqa: E402
-from llamaforge_tokenizer.init_model import InitConfig  # noqa: E402
+from llamaforge_tokenizer.embeddings import InitConfig  # noqa: E402
 
 EMBED = "model.embed_tokens.weight"
 
@@ -113,3 +113,12 @@ def test_bad_inputs(initialised, asset, tmp_path):
     with pytest.raises(TokenizerExpandError, match="1000 embedding rows but its tokenizer has"):
         init_model(broken, initialised["tok"], tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_public_init_model_stays_the_function_once_its_module_is_loaded():
+    """The package's ``init_model`` must not be replaced by a submodule of the same name
+    (it was, once the implementation module had been imported: 'module' is not callable)."""
+    import llamaforge_tokenizer
+    import llamaforge_tokenizer.embeddings  # noqa: F401 - loads the implementation
+
+    assert callable(llamaforge_tokenizer.init_model)

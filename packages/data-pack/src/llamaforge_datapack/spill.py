@@ -16,7 +16,6 @@ import numpy as np
 class Spill:
     folder: Path
     offsets: list[int] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
     _tokens: object = None
     _labels: object = None
     _pos: int = 0
@@ -31,7 +30,6 @@ class Spill:
         self._tokens.write(np.ascontiguousarray(input_ids, np.int32).tobytes())
         self._labels.write(np.ascontiguousarray(labels, np.int32).tobytes())
         self.offsets.append(self._pos)
-        self.lengths.append(len(input_ids))
         self._pos += len(input_ids)
         return len(self.offsets) - 1
 

@@ -16,23 +16,16 @@ or with ``strict=False`` is skipped and counted in the subject's ``skipped``.
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llamaforge_eval.errors import EvalError
 
 LETTERS = ("A", "B", "C", "D")
-LAYOUTS = {
-    "mmlu": "data/{dev,val,test}/{subject}_{split}.csv (no header: question,A,B,C,D,answer)",
-    "cmmlu": "{dev,test}/{subject}.csv (header: ,Question,A,B,C,D,Answer)",
-    "ceval": "{dev,val,test}/{subject}_{split}.csv (header: id,question,A,B,C,D,answer,"
-    "explanation)",
-    "agieval": "*.jsonl (passage, question, options, label or answer)",
-    "gaokao": '*.json ({"keywords": ..., "example": [{"question", "answer": [...]}]})',
-    "gsm8k": "test.jsonl and train.jsonl ({question, answer ending in #### N})",
-}
 
 
 @dataclass(frozen=True)
@@ -95,44 +88,133 @@ def _choice(path, lineno, question, options, answer, strict, skipped) -> Questio
     )
 
 
-def _subjects_from_csv(
-    root: Path,
-    pattern: str,
-    split_dirs: tuple[str, str],
-    header: bool,
-    columns: slice,
-    width: int,
-    strict: bool,
-    suffix: str = "",
-    dev_suffix: str = "",
-) -> list[Subject]:
-    test_dir, dev_dir = (root / split_dirs[0]), (root / split_dirs[1])
-    files = sorted(test_dir.glob(pattern))
-    subjects = []
-    for path in files:
-        name = path.stem[: -len(suffix)] if suffix and path.stem.endswith(suffix) else path.stem
-        skipped: list[int] = []
-        qs = []
-        for lineno, row in _csv_rows(path, header, width, strict, skipped):
-            q, a, b, c, d, ans = row[columns]
+@dataclass(frozen=True)
+class CsvLayout:
+    """A multiple-choice benchmark stored as one CSV file per subject and split."""
+
+    test: str
+    """Dir (under the benchmark root) of the scored split."""
+    dev: str
+    """Dir of the few-shot split."""
+    header: bool
+    """Files start with a header row."""
+    columns: slice
+    """Where question, A, B, C, D and the answer sit in a row."""
+    width: int
+    """Columns a well-formed row has."""
+    test_suffix: str = ""
+    """Ending of a scored file's stem after the subject name (``_test``)."""
+    dev_suffix: str = ""
+    """Ending of a few-shot file's stem (``_dev``)."""
+
+    def read_subjects(self, root: Path, strict: bool) -> list[Subject]:
+        subjects = []
+        for path in sorted((root / self.test).glob(f"*{self.test_suffix}.csv")):
+            name = path.stem[: len(path.stem) - len(self.test_suffix)]
+            skipped: list[int] = []
+            questions = self._questions(path, strict, skipped)
+            dev = root / self.dev / f"{name}{self.dev_suffix}.csv"
+            shots = self._questions(dev, strict, []) if dev.is_file() else []
+            subjects.append(Subject(name, questions, shots, skipped=len(skipped)))
+        return subjects
+
+    def _questions(self, path: Path, strict: bool, skipped: list[int]) -> list[Question]:
+        out = []
+        for lineno, row in _csv_rows(path, self.header, self.width, strict, skipped):
+            q, a, b, c, d, ans = row[self.columns]
             item = _choice(path, lineno, q, (a, b, c, d), ans, strict, skipped)
             if item:
-                qs.append(item)
-        shots = []
-        dev = dev_dir / f"{name}{dev_suffix}.csv"
-        if dev.is_file():
-            for lineno, row in _csv_rows(dev, header, width, strict, []):
-                q, a, b, c, d, ans = row[columns]
-                item = _choice(dev, lineno, q, (a, b, c, d), ans, strict, [])
-                if item:
-                    shots.append(item)
-        subjects.append(Subject(name, qs, shots, skipped=len(skipped)))
-    return subjects
+                out.append(item)
+        return out
 
 
-def _require(root: Path, kind: str, ok: bool) -> None:
-    if not ok:
-        raise EvalError(f"{root} does not look like {kind}: expected {LAYOUTS[kind]}")
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """A benchmark reader, declared: what its files look like and how they are read."""
+
+    layout: str
+    """The official layout, as shown to a user whose dir does not match it."""
+    kind: str
+    """``choice`` (scored by answer letter) or ``generate`` (scored by exact match)."""
+    language: str
+    """Language of the prompts (``en`` / ``zh``)."""
+    matches: Callable[[Path], bool]
+    """Whether a dir has this layout's required files."""
+    read: Callable[[Path, bool], list[Subject]]
+    """Read every subject of a matching dir (``strict``: a bad row raises)."""
+
+
+_MMLU = CsvLayout(
+    test="data/test",
+    dev="data/dev",
+    header=False,
+    columns=slice(0, 6),
+    width=6,
+    test_suffix="_test",
+    dev_suffix="_dev",
+)
+_CMMLU = CsvLayout(test="test", dev="dev", header=True, columns=slice(1, 7), width=7)
+
+
+def _ceval_layout(root: Path) -> CsvLayout:
+    split = "val" if (root / "val").is_dir() else "test"  # test has no public answers
+    return CsvLayout(
+        test=split,
+        dev="dev",
+        header=True,
+        columns=slice(1, 7),
+        width=8,
+        test_suffix=f"_{split}",
+        dev_suffix="_dev",
+    )
+
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    "mmlu": BenchmarkSpec(
+        layout="data/{dev,val,test}/{subject}_{split}.csv (no header: question,A,B,C,D,answer)",
+        kind="choice",
+        language="en",
+        matches=lambda root: (root / _MMLU.test).is_dir(),
+        read=_MMLU.read_subjects,
+    ),
+    "cmmlu": BenchmarkSpec(
+        layout="{dev,test}/{subject}.csv (header: ,Question,A,B,C,D,Answer)",
+        kind="choice",
+        language="zh",
+        matches=lambda root: (root / _CMMLU.test).is_dir(),
+        read=_CMMLU.read_subjects,
+    ),
+    "ceval": BenchmarkSpec(
+        layout="{dev,val,test}/{subject}_{split}.csv (header: id,question,A,B,C,D,answer,"
+        "explanation)",
+        kind="choice",
+        language="zh",
+        matches=lambda root: (root / _ceval_layout(root).test).is_dir(),
+        read=lambda root, strict: _ceval_layout(root).read_subjects(root, strict),
+    ),
+    "agieval": BenchmarkSpec(
+        layout="*.jsonl (passage, question, options, label or answer)",
+        kind="choice",
+        language="en",
+        matches=lambda root: any(root.glob("*.jsonl")),
+        read=lambda root, strict: [_agieval(p, strict) for p in sorted(root.glob("*.jsonl"))],
+    ),
+    "gaokao": BenchmarkSpec(
+        layout='*.json ({"keywords": ..., "example": [{"question", "answer": [...]}]})',
+        kind="choice",
+        language="zh",
+        matches=lambda root: any(root.rglob("*.json")),
+        read=lambda root, strict: [_gaokao(p, strict) for p in sorted(root.rglob("*.json"))],
+    ),
+    "gsm8k": BenchmarkSpec(
+        layout="test.jsonl and train.jsonl ({question, answer ending in #### N})",
+        kind="generate",
+        language="en",
+        matches=lambda root: (root / "test.jsonl").is_file(),
+        read=lambda root, strict: [_gsm8k(root)],
+    ),
+}
+"""Every benchmark ``load_benchmark`` reads, by name."""
 
 
 def load_benchmark(
@@ -140,54 +222,19 @@ def load_benchmark(
 ) -> Benchmark:
     """Load benchmark ``kind`` from ``root`` (its official layout); optionally some subjects."""
     root = Path(root)
-    if kind not in LAYOUTS:
-        raise EvalError(f"unknown benchmark {kind!r}; choose one of {', '.join(LAYOUTS)}")
+    spec = BENCHMARKS.get(kind)
+    if spec is None:
+        hint = difflib.get_close_matches(kind, BENCHMARKS, 1)
+        raise EvalError(
+            f"unknown benchmark {kind!r}"
+            + (f" (did you mean {hint[0]}?)" if hint else "")
+            + f"; choose one of {', '.join(BENCHMARKS)}"
+        )
     if not root.is_dir():
-        raise EvalError(f"{root}: no such benchmark dir (expected {LAYOUTS[kind]})")
-    if kind == "mmlu":
-        _require(root, kind, (root / "data" / "test").is_dir())
-        subs = _subjects_from_csv(
-            root / "data",
-            "*_test.csv",
-            ("test", "dev"),
-            False,
-            slice(0, 6),
-            6,
-            strict,
-            suffix="_test",
-            dev_suffix="_dev",
-        )
-        bench = Benchmark("mmlu", "choice", subs)
-    elif kind == "cmmlu":
-        _require(root, kind, (root / "test").is_dir())
-        subs = _subjects_from_csv(root, "*.csv", ("test", "dev"), True, slice(1, 7), 7, strict)
-        bench = Benchmark("cmmlu", "choice", subs, language="zh")
-    elif kind == "ceval":
-        split = "val" if (root / "val").is_dir() else "test"
-        _require(root, kind, (root / split).is_dir())
-        subs = _subjects_from_csv(
-            root,
-            f"*_{split}.csv",
-            (split, "dev"),
-            True,
-            slice(1, 7),
-            8,
-            strict,
-            suffix=f"_{split}",
-            dev_suffix="_dev",
-        )
-        bench = Benchmark("ceval", "choice", subs, language="zh")
-    elif kind == "agieval":
-        files = sorted(root.glob("*.jsonl"))
-        _require(root, kind, bool(files))
-        bench = Benchmark("agieval", "choice", [_agieval(p, strict) for p in files])
-    elif kind == "gaokao":
-        files = sorted(root.rglob("*.json"))
-        _require(root, kind, bool(files))
-        bench = Benchmark("gaokao", "choice", [_gaokao(p, strict) for p in files], language="zh")
-    else:
-        _require(root, kind, (root / "test.jsonl").is_file())
-        bench = Benchmark("gsm8k", "generate", [_gsm8k(root)])
+        raise EvalError(f"{root}: no such benchmark dir (expected {spec.layout})")
+    if not spec.matches(root):
+        raise EvalError(f"{root} does not look like {kind}: expected {spec.layout}")
+    bench = Benchmark(kind, spec.kind, spec.read(root, strict), language=spec.language)
     if subjects:
         unknown = sorted(set(subjects) - {s.name for s in bench.subjects})
         if unknown:
@@ -200,7 +247,7 @@ def load_benchmark(
         if not s.questions:
             raise EvalError(f"{kind}: subject {s.name!r} has no questions ({root})")
     if not bench.subjects:
-        raise EvalError(f"{root}: no subjects found (expected {LAYOUTS[kind]})")
+        raise EvalError(f"{root}: no subjects found (expected {spec.layout})")
     return bench
 
 

@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 
 
 def init_model(*args, **kwargs):
-    """Resize a model's embeddings for an expanded tokenizer; see ``init_model.init_model``."""
-    from llamaforge_tokenizer.init_model import init_model as _init
+    """Resize a model's embeddings for an expanded tokenizer; see ``embeddings.init_model``."""
+    from llamaforge_tokenizer.embeddings import init_model as _init
 
     return _init(*args, **kwargs)
 

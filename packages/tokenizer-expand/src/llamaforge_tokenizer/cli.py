@@ -147,7 +147,7 @@ def init_model_cmd(
 ) -> None:
     """Resize MODEL_DIR's embeddings to TOKENIZER_DIR and initialise the new rows."""
     try:
-        from llamaforge_tokenizer.init_model import InitConfig, InitMethod, init_model
+        from llamaforge_tokenizer.embeddings import InitConfig, InitMethod, init_model
     except ImportError as exc:
         raise TokenizerExpandError(
             f"init-model needs the [model] extra ({exc}): pip install 'llamaforge-tokenizer[model]'"

@@ -9,7 +9,6 @@ change, whatever the size of the model.
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,21 +16,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from llamaforge_tokenizer.errors import TokenizerExpandError
-
-DTYPE_BYTES = {
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-}
 
 
 @dataclass(frozen=True)
@@ -123,7 +107,3 @@ def _copy_range(src: BinaryIO, dst: BinaryIO, n: int) -> None:
             raise TokenizerExpandError("safetensors file ended early (truncated?)")
         dst.write(chunk)
         n -= len(chunk)
-
-
-def copy_file(src: Path, dst: Path) -> None:
-    shutil.copyfile(src, dst)

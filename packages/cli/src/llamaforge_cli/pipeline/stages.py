@@ -105,10 +105,10 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         console.print(f"{report.kind} tokenizer: {report.new_size:,} tokens → {at.tokenizer}")
 
     def init(_: Path) -> None:
-        import llamaforge_tokenizer as tokenizer  # (`init_model` is also a submodule's name)
+        from llamaforge_tokenizer import init_model
 
         with console.status("initialising embeddings"):
-            report = tokenizer.init_model(base(), at.tokenizer, at.model, overwrite=True)
+            report = init_model(base(), at.tokenizer, at.model, overwrite=True)
         console.print(f"model: {report.old_rows:,} → {report.new_rows:,} rows → {at.model}")
 
     def pack(folder: Path) -> None:
