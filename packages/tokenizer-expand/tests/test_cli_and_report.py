@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from llamaforge_cli.main import main
 from llamaforge_tokenizer import measure, plot_compression
 
@@ -119,10 +121,40 @@ def test_measure_counts_per_label(asset):
     )
 
 
-def test_plot_writes_png(tmp_path, asset):
-    rows = measure({"old": asset("llama2-tokenizer")}, {"en": [asset("botchan") / "heldout.txt"]})
+def _bar_heights(image, color) -> list[int]:
+    """Pixel heights of the bars drawn in ``color``, left to right: in each run of columns
+    that stands on the x axis, the unbroken stretch of that colour up from the axis (the
+    legend's patch floats above it)."""
+    import numpy as np
+
+    mask = abs(image[:, :, :3] - color).max(axis=2) < 0.02
+    axis = int(np.flatnonzero(mask.any(axis=1)).max())
+    up = mask[: axis + 1][::-1]  # row 0 is the axis
+    from_axis = np.where(up.all(axis=0), len(up), up.argmin(axis=0))
+    columns = np.flatnonzero(from_axis > 0)
+    runs = np.split(columns, np.flatnonzero(np.diff(columns) > 1) + 1)
+    return [int(from_axis[run].max()) for run in runs if len(run)]
+
+
+def test_plot_shows_the_measured_values(tmp_path, asset, llama2_expanded):
+    """The bars' pixel heights are in the ratios of the tokens per character they show."""
+    import matplotlib.image
+    from matplotlib.colors import to_rgb
+
+    texts = {
+        "en": [asset("botchan") / "heldout.txt"],
+        "zh": [asset("people-daily") / "heldout.txt"],
+    }
+    tokenizers = {"old": llama2_expanded["base"], "new": llama2_expanded["new"]}
+    rows = measure(tokenizers, texts, max_chars=20000)
     path = plot_compression(rows, tmp_path / "sub" / "p.png")
-    assert path.stat().st_size > 5000
+    image = matplotlib.image.imread(path)
+    value = {(r.tokenizer, r.label): r.tokens_per_char for r in rows}
+    for name, color in (("old", "C0"), ("new", "C1")):
+        heights = _bar_heights(image, to_rgb(color))
+        assert len(heights) == 2, (name, heights)  # one bar per label
+        expected = value[(name, "zh")] / value[(name, "en")]
+        assert heights[1] / heights[0] == pytest.approx(expected, rel=0.03)
 
 
 def test_importing_the_package_does_not_import_torch():
