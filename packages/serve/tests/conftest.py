@@ -82,3 +82,17 @@ def smollm2_server(asset):
     running.name, running.model_dir = "smollm2-135m", asset("smollm2-135m")
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def busy_server(asset, tiny_llama, tmp_path_factory):
+    """A tiny LLaMA with room for eight streams and the bad requests beside them."""
+    model = tiny_llama(
+        tmp_path_factory.mktemp("faults") / "tiny", asset("smollm2-tokenizer"), positions=4096
+    )
+    running = Running(
+        model, api_keys=["secret"], max_batch=8, max_queue=32, max_model_len=2048, dtype="float32"
+    )
+    running.name = model.name
+    yield running
+    running.stop()

@@ -15,10 +15,12 @@ import torch
 def test_models_and_completion(server):
     client = server.client()
     assert [m.id for m in client.models.list().data] == [server.name]
-    out = client.completions.create(model="tiny", prompt="Hello", max_tokens=8, temperature=0)
+    out = client.completions.create(model=server.name, prompt="Hello", max_tokens=8, temperature=0)
     assert out.object == "text_completion" and out.choices[0].finish_reason in ("length", "stop")
     assert out.usage.completion_tokens <= 8 and out.usage.prompt_tokens > 0
-    again = client.completions.create(model="tiny", prompt="Hello", max_tokens=8, temperature=0)
+    again = client.completions.create(
+        model=server.name, prompt="Hello", max_tokens=8, temperature=0
+    )
     assert again.choices[0].text == out.choices[0].text
 
 
@@ -43,7 +45,7 @@ def _assert_greedy_matches_generate(server, device: str = "cpu") -> None:
         )
         expected = tok.decode(plain[0, ids.shape[1] :], skip_special_tokens=True)
         got = client.chat.completions.create(
-            model="m", messages=messages, max_tokens=16, temperature=0
+            model=server.name, messages=messages, max_tokens=16, temperature=0
         )
         assert got.choices[0].message.content == expected, question
 
@@ -92,10 +94,10 @@ def test_chat_and_streaming_agree(server):
     client = server.client()
     messages = [{"role": "user", "content": "你好，介绍一下北京。"}]
     whole = client.chat.completions.create(
-        model="tiny", messages=messages, max_tokens=12, temperature=0
+        model=server.name, messages=messages, max_tokens=12, temperature=0
     )
     parts = client.chat.completions.create(
-        model="tiny", messages=messages, max_tokens=12, temperature=0, stream=True
+        model=server.name, messages=messages, max_tokens=12, temperature=0, stream=True
     )
     chunks = list(parts)
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
@@ -106,7 +108,7 @@ def test_chat_and_streaming_agree(server):
 def test_seeded_sampling_is_deterministic_and_n(server):
     client = server.client()
     kw = {
-        "model": "tiny",
+        "model": server.name,
         "prompt": "Once",
         "max_tokens": 10,
         "temperature": 1.0,
@@ -122,13 +124,13 @@ def test_seeded_sampling_is_deterministic_and_n(server):
 
 def test_stop_sequences(server):
     client = server.client()
-    free = client.completions.create(model="tiny", prompt="A", max_tokens=20, temperature=0)
+    free = client.completions.create(model=server.name, prompt="A", max_tokens=20, temperature=0)
     text = free.choices[0].text
     if len(text) < 4:
         pytest.skip("the tiny model ended too early to test a stop string")
     stop = text[2:4]
     cut = client.completions.create(
-        model="tiny", prompt="A", max_tokens=20, temperature=0, stop=[stop]
+        model=server.name, prompt="A", max_tokens=20, temperature=0, stop=[stop]
     )
     assert cut.choices[0].text == text[: text.find(stop)]
     assert cut.choices[0].finish_reason == "stop"
@@ -136,9 +138,9 @@ def test_stop_sequences(server):
 
 def test_wrong_key_oversized_prompt_and_body(server):
     with pytest.raises(openai.AuthenticationError):
-        server.client("wrong").completions.create(model="tiny", prompt="x", max_tokens=2)
+        server.client("wrong").completions.create(model=server.name, prompt="x", max_tokens=2)
     with pytest.raises(openai.BadRequestError) as err:
-        server.client().completions.create(model="tiny", prompt="word " * 2100, max_tokens=2)
+        server.client().completions.create(model=server.name, prompt="word " * 2100, max_tokens=2)
     assert "maximum context length is 2048" in str(err.value)
     big = httpx.post(
         f"{server.base}/v1/completions",
@@ -157,7 +159,7 @@ def test_overload_answers_429_with_retry_after(server):
                 f"{server.base}/v1/completions",
                 timeout=60,
                 headers={"Authorization": "Bearer secret"},
-                json={"model": "tiny", "prompt": "x", "max_tokens": 60, "temperature": 0},
+                json={"model": server.name, "prompt": "x", "max_tokens": 60, "temperature": 0},
             )
             results.append((r.status_code, r.headers.get("retry-after")))
         except httpx.HTTPError as exc:  # pragma: no cover - reported below
@@ -181,7 +183,13 @@ def test_disconnect_cancels_generation(server):
         f"{server.base}/v1/completions",
         headers={"Authorization": "Bearer secret"},
         timeout=60,
-        json={"model": "tiny", "prompt": "x", "max_tokens": 2000, "temperature": 0, "stream": True},
+        json={
+            "model": server.name,
+            "prompt": "x",
+            "max_tokens": 2000,
+            "temperature": 0,
+            "stream": True,
+        },
     ) as response:
         for _ in response.iter_lines():
             break  # read one event, then hang up

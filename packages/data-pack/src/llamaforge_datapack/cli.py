@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataPackError as exc:
         from rich.text import Text
 
-        Console(stderr=True).print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
+        Console(stderr=True).print(Text("error: ", style="red") + Text(str(exc)), soft_wrap=True)
         return 2
     return 0
 

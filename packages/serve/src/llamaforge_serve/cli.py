@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     except ServeError as exc:
         from rich.text import Text
 
-        Console(stderr=True).print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
+        Console(stderr=True).print(Text("error: ", style="red") + Text(str(exc)), soft_wrap=True)
         return 2
     return 0
 
@@ -72,6 +72,8 @@ def serve(
     """Serve MODEL_DIR with /v1/completions, /v1/chat/completions, /v1/models, /metrics."""
     import uvicorn
 
+    _check_settings(host, port, max_batch, max_queue, prefix_cache_tokens)  # before the model
+
     from llamaforge_serve.server import build
     from llamaforge_serve.vllm_engine import parse_vllm_args
 
@@ -94,3 +96,25 @@ def serve(
         uvicorn.run(application, host=host, port=port, log_level="info")
     finally:
         engine.close()
+
+
+def _check_settings(host: str, port: int, max_batch: int, max_queue: int, cache: int) -> None:
+    """Refuse what cannot work before the model loads (minutes for a big one)."""
+    import socket
+
+    problems = []
+    if not 1 <= port <= 65535:
+        problems.append(f"--port must be in 1..65535, got {port}")
+    if max_batch < 1:
+        problems.append(f"--max-batch must be ≥ 1, got {max_batch}")
+    if max_queue < max_batch:
+        problems.append(f"--max-queue ({max_queue}) must be ≥ --max-batch ({max_batch})")
+    if cache < 0:
+        problems.append(f"--prefix-cache-tokens must be ≥ 0, got {cache}")
+    if problems:
+        raise ServeError("; ".join(problems))
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None

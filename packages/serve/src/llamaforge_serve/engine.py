@@ -62,16 +62,26 @@ class Engine(StreamingEngine):
         batch = self._take_pending()
         if not batch:
             return
-        for seq in batch:
+        for seq in list(batch):
             if seq.sampling.seed is not None and seq.generator is None:
-                seq.generator = torch.Generator().manual_seed(seq.sampling.seed)
+                try:
+                    seq.generator = torch.Generator().manual_seed(seq.sampling.seed)
+                except (RuntimeError, OverflowError, ValueError) as exc:
+                    self._fail(seq, exc)
+                    batch.remove(seq)
         groups: dict[tuple[int, ...] | None, list[tuple[Sequence, int]]] = {}
         for seq in batch:
             match = self.prefixes.match(seq.prompt_ids) if self.prefixes is not None else None
             key, length = (match.key, match.length) if match else (None, 0)
             groups.setdefault(key, []).append((seq, length))
         for key, members in groups.items():
-            self._prefill([s for s, _ in members], key, min(n for _, n in members))
+            seqs = [s for s, _ in members]
+            try:
+                self._prefill(seqs, key, min(n for _, n in members))
+            except Exception as exc:  # noqa: BLE001 - this group fails, the running batch goes on
+                for seq in seqs:
+                    if seq not in self.active:
+                        self._fail(seq, exc)
 
     def _prefill(self, seqs: list[Sequence], key: tuple[int, ...] | None, reused: int) -> None:
         """Compute ``seqs``' prompts after their first ``reused`` tokens (cached under
@@ -101,13 +111,14 @@ class Engine(StreamingEngine):
             past_key_values=past,
             use_cache=True,
         )
-        tokens = [self._sample(out.logits[k, -1], s) for k, s in enumerate(seqs)]
+        tokens = [self._sample_or_fail(out.logits[k, -1], s) for k, s in enumerate(seqs)]
         self._remember(seqs, out.past_key_values, full)
         lengths = torch.tensor([len(s.prompt_ids) for s in seqs], device=self.device)
         self._merge(seqs, out.past_key_values, full, lengths, tokens)
         first = len(self.active) - n
         for k in range(n):
-            self._accept(self.active[first + k], tokens[k])
+            if not self.active[first + k].finished:
+                self._accept(self.active[first + k], tokens[k])
 
     def _remember(self, seqs: list[Sequence], cache, mask: torch.Tensor) -> None:
         """Store each new prompt's KV (its real tokens only) for later requests."""
@@ -176,10 +187,11 @@ class Engine(StreamingEngine):
         self.positions = self.positions + 1
         self.stats["steps"] += 1
         self.stats["batch_tokens"] += batch
-        tokens = [self._sample(out.logits[i, -1], seq) for i, seq in enumerate(self.active)]
+        tokens = [self._sample_or_fail(out.logits[i, -1], s) for i, s in enumerate(self.active)]
         self.last = torch.tensor(tokens, device=self.device)[:, None]
         for seq, token in zip(self.active, tokens, strict=True):
-            self._accept(seq, token)
+            if not seq.finished:
+                self._accept(seq, token)
 
     def _drop_finished(self) -> None:
         keep = self._retire()
@@ -201,6 +213,15 @@ class Engine(StreamingEngine):
             for layer in range(len(self.cache.key_cache)):
                 self.cache.key_cache[layer] = self.cache.key_cache[layer][:, :, used:]
                 self.cache.value_cache[layer] = self.cache.value_cache[layer][:, :, used:]
+
+    def _sample_or_fail(self, logits: torch.Tensor, seq: Sequence) -> int:
+        """``seq``'s next token; a request whose sampling fails ends alone (its row gets a
+        placeholder token and leaves the batch before the next step)."""
+        try:
+            return self._sample(logits, seq)
+        except (RuntimeError, ValueError) as exc:
+            self._fail(seq, exc)
+            return 0
 
     def _sample(self, logits: torch.Tensor, seq: Sequence) -> int:
         s = seq.sampling

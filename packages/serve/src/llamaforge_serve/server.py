@@ -83,7 +83,10 @@ def build(
         )
         max_len = min(max_len, max_model_len or max_len)
     config = ServeConfig(
-        model_name=model_dir.name, api_keys=list(api_keys or []), max_model_len=max_len
+        model_name=model_dir.name,
+        api_keys=list(api_keys or []),
+        max_model_len=max_len,
+        max_n=max_batch,
     )
     return create_app(engine, config), engine
 

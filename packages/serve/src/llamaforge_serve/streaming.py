@@ -121,6 +121,14 @@ class StreamingEngine:
                 self.active = []
                 self._reset()
 
+    def _fail(self, seq: Sequence, exc: BaseException) -> None:
+        """End one sequence with ``finish_reason: "error"``; the others go on."""
+        log.warning(
+            "request failed in the engine (%s: %s); others continue", type(exc).__name__, exc
+        )
+        seq.finished = True
+        seq.emit("", "error", 0)
+
     def _step(self) -> bool:
         """Admit and advance; False when there was nothing to do."""
         raise NotImplementedError

@@ -47,11 +47,13 @@ def _chat(model_dir: Path, prompt: str, *, start_timeout: float = 120.0) -> str:
                     f"({'it stopped' if not thread.is_alive() else f'{start_timeout:.0f} s'})"
                 )
             time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}/v1"
+        name = httpx.get(f"{base}/models", timeout=30).json()["data"][0]["id"]
         r = httpx.post(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
+            f"{base}/chat/completions",
             timeout=300,
             json={
-                "model": "m",
+                "model": name,
                 "messages": [{"role": "user", "content": prompt}],
                 "max_tokens": 48,
                 "temperature": 0,
