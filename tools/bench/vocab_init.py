@@ -33,7 +33,7 @@ def build_fixture(work: Path) -> tuple[Path, Path]:
     from safetensors.torch import save_file
 
     from llamaforge_cli.assets import ensure_asset
-    from llamaforge_tokenizer.spm import _Vocab, load_model_proto
+    from llamaforge_tokenizer import expand_tokenizer, write_pieces
 
     base = ensure_asset("llama2-tokenizer")
     model = work / "model"
@@ -57,29 +57,25 @@ def build_fixture(work: Path) -> tuple[Path, Path]:
     for f in base.iterdir():
         if f.name.startswith(("tokenizer", "special")):
             shutil.copyfile(f, model / f.name)
-    proto = load_model_proto(base)
-    vocab = _Vocab(proto)
+    # The tokenizer: LLaMA-2 + jieba words of up to 4 characters, through the public API.
+    # expand_tokenizer pads the vocabulary to a multiple of pad_to, so pad_to = TARGET_ROWS
+    # makes any real size up to it exactly TARGET_ROWS; the word count is adjusted until the
+    # real pieces (words and the intermediates they need) come within 256 of it.
     words = [
         ln.split()[0]
         for ln in (ensure_asset("jieba-dict") / "dict.txt").read_text(encoding="utf-8").splitlines()
+        if len(ln.split()[0]) <= 4
     ]
-    for word in words:
-        if len(proto.pieces) >= TARGET_ROWS:
+    tok, count = work / "tokenizer", TARGET_ROWS - OLD_ROWS
+    for _ in range(8):
+        write_pieces(work / "pieces.jsonl", [{"piece": w} for w in words[:count]])
+        report = expand_tokenizer(
+            base, work / "pieces.jsonl", tok, pad_to=TARGET_ROWS, overwrite=True
+        )
+        real = report.new_size - report.reserved
+        if TARGET_ROWS - 256 <= real <= TARGET_ROWS:
             break
-        if len(word) <= 4 and word not in vocab:
-            need = 1 + sum(ch not in vocab for ch in word)
-            if len(proto.pieces) + need <= TARGET_ROWS:
-                vocab.ensure(word)
-    while len(proto.pieces) < TARGET_ROWS:  # top up with single characters
-        ch = chr(0x4E00 + len(proto.pieces) % 20000)
-        if ch not in vocab:
-            vocab.add(ch)
-    del proto.pieces[TARGET_ROWS:]  # an intermediate may have overshot by a piece or two
-    proto.trainer_spec.vocab_size = len(proto.pieces)
-    tok = work / "tokenizer"
-    tok.mkdir()
-    (tok / "tokenizer.model").write_bytes(proto.SerializeToString())
-    shutil.copyfile(base / "tokenizer_config.json", tok / "tokenizer_config.json")
+        count += (TARGET_ROWS - real) // 2 if real < TARGET_ROWS else TARGET_ROWS - real - 16
     return model, tok
 
 
