@@ -12,9 +12,11 @@ column, as each pipeline holds it after tokenisation — and produce rows of at 
   order into rows (a new row when the next document does not fit), truncate a document longer
   than ``max_length``, and drop the partly filled row left at the end of every buffer except the
   last. Rows are Python lists built with ``extend``.
-* Ours: read the column's Arrow buffers (flat values + offsets, no conversion), split documents
-  longer than ``max_length`` into chunks, best-fit-decreasing, and build all rows with one numpy
-  gather (``llamaforge_datapack.binpack``); document lengths are kept for the attention masks.
+* Ours: read the column's Arrow buffers (flat values + offsets, no conversion), then the three
+  steps ``llamaforge_datapack.pack`` itself runs between tokenising and writing shards
+  (``llamaforge_datapack.binpack``): split documents longer than ``max_length`` into pieces,
+  best-fit-decreasing, and build the rows with one numpy gather. (``pack`` does the packing per
+  category and the gather 1,024 rows at a time; document lengths are kept for the masks.)
 
 Prints tokens/s of each and their ratio, fill ratio (tokens / rows × max_length) and tokens lost.
 The throughput target is ≥ 2× theirs; fill ≥ 99 %.

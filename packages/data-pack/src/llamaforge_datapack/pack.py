@@ -30,13 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from llamaforge_datapack.binpack import best_fit_decreasing
+from llamaforge_datapack.binpack import best_fit_decreasing, gather_rows, split_lengths
 from llamaforge_datapack.errors import DataPackError
 from llamaforge_datapack.records import OnError, ReadStats, read_records
 from llamaforge_datapack.spill import Spill
 from llamaforge_datapack.tokenize import TokenizeConfig, encode_records, tokenizer_fingerprint
 
 FORMAT, VERSION = "llamaforge-packed", 1
+_GATHER_ROWS = 1024
+"""Rows built by one numpy gather while writing a shard."""
 
 
 @dataclass(kw_only=True)
@@ -158,10 +160,22 @@ class Manifest:
 
 
 @dataclass
-class _Segment:
-    doc: int
-    start: int
-    length: int
+class _Docs:
+    """The tokenised documents to pack, one entry per copy (a weight of 2 lists one twice)."""
+
+    spill_index: list[int] = field(default_factory=list)
+    length: list[int] = field(default_factory=list)
+    category: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    """Rows as lists of pieces; a piece is ``length`` tokens at ``source`` in the spill."""
+
+    rows: list[tuple[list[int], str, int]]
+    """(piece indices, category, bucket), in the order rows are written."""
+    source: np.ndarray
+    length: np.ndarray
 
 
 def pack(
@@ -197,12 +211,11 @@ def pack(
             sources={s.name: s.weight for s in sources},
         )
         spill = Spill(tmp / "spill")
-        segments, categories = _tokenize_all(sources, tokenize, config, spill, manifest, progress)
+        docs = _tokenize_all(sources, tokenize, config, spill, manifest, progress)
         tokens, labels = spill.close()
-        rows = _plan_rows(segments, categories, tokenize.max_length, config, manifest)
-        _write_shards(
-            rows, segments, spill.offsets, tokens, labels, tmp, config, manifest, progress
-        )
+        plan = _plan_rows(docs, np.asarray(spill.offsets, np.int64), tokenize.max_length, config)
+        _count_rows(plan, manifest, tokenize.max_length)
+        _write_shards(plan, tokens, labels, tmp, config, manifest, progress)
         shutil.rmtree(tmp / "spill")
         (tmp / "manifest.json").write_text(
             json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n"
@@ -216,10 +229,9 @@ def pack(
     return manifest
 
 
-def _tokenize_all(sources, tokenize, config, spill, manifest, progress):
+def _tokenize_all(sources, tokenize, config, spill, manifest, progress) -> _Docs:
     rng = np.random.default_rng(config.seed)
-    segments: list[_Segment] = []
-    categories: list[str] = []  # per segment
+    docs = _Docs()
     max_len = tokenize.max_length
     for source in sources:
         stats = ReadStats()
@@ -237,13 +249,11 @@ def _tokenize_all(sources, tokenize, config, spill, manifest, progress):
                 continue
             index = spill.add(doc.input_ids, doc.labels)
             n = len(doc.input_ids)
-            pieces = [(s, min(max_len, n - s)) for s in range(0, n, max_len)]
+            docs.spill_index += [index] * copies
+            docs.length += [n] * copies
+            docs.category += [doc.category] * copies
             manifest.documents += copies
-            manifest.split_documents += copies * (len(pieces) > 1)
-            for _ in range(copies):
-                for s, length in pieces:
-                    segments.append(_Segment(index, s, length))
-                    categories.append(doc.category)
+            manifest.split_documents += copies * (n > max_len)
             manifest.tokens += copies * n
             manifest.label_tokens += copies * int((doc.labels != -100).sum())
             manifest.tokens_per_category[doc.category] = (
@@ -255,33 +265,41 @@ def _tokenize_all(sources, tokenize, config, spill, manifest, progress):
         manifest.records += stats.records
         manifest.skipped_records += stats.skipped
         manifest.skipped_examples += stats.skipped_examples[: 20 - len(manifest.skipped_examples)]
-    if not segments:
+    if not docs.length:
         raise DataPackError("no documents to pack (every record was skipped or dropped)")
-    manifest.segments = len(segments)
-    return segments, categories
+    return docs
 
 
-def _plan_rows(segments, categories, max_len, config, manifest) -> list[tuple[list[int], str, int]]:
-    """Rows as (segment indices, category, bucket), in the order they are written."""
-    by_cat: dict[str, list[int]] = {}
-    for i, cat in enumerate(categories):
-        by_cat.setdefault(cat, []).append(i)
+def _plan_rows(docs: _Docs, offsets: np.ndarray, max_len: int, config: PackConfig) -> _Plan:
+    """Split documents longer than a row into pieces, best-fit-decreasing per category, then
+    bucket order: bucket ``k`` holds a seeded ``1/num_bins`` of every category's rows."""
+    doc, start, length = split_lengths(np.asarray(docs.length, np.int64), max_len)
+    names = sorted(set(docs.category))
+    doc_category = np.asarray([names.index(c) for c in docs.category], np.int64)
+    piece_category = doc_category[doc]
     rng = np.random.default_rng(config.seed)
     buckets: list[list[tuple[list[int], str, int]]] = [[] for _ in range(config.num_bins)]
-    for cat in sorted(by_cat):
-        members = by_cat[cat]
-        lengths = np.fromiter((segments[i].length for i in members), np.int64, len(members))
-        bins = [[members[j] for j in b] for b in best_fit_decreasing(lengths, max_len)]
+    for c, cat in enumerate(names):
+        members = np.flatnonzero(piece_category == c)
+        bins = [members[b].tolist() for b in best_fit_decreasing(length[members], max_len)]
         order = rng.permutation(len(bins))
-        manifest.rows_per_category[cat] = len(bins)
         for k, part in enumerate(np.array_split(order, config.num_bins)):
             buckets[k] += [(bins[j], cat, k) for j in part.tolist()]
     rows = []
     for bucket in buckets:
         rows += [bucket[j] for j in rng.permutation(len(bucket)).tolist()]
-    manifest.rows = len(rows)
+    source = offsets[np.asarray(docs.spill_index, np.int64)[doc]] + start
+    return _Plan(rows=rows, source=source, length=length)
+
+
+def _count_rows(plan: _Plan, manifest: Manifest, max_len: int) -> None:
+    manifest.segments = len(plan.length)
+    manifest.rows = len(plan.rows)
     manifest.fill_ratio = manifest.tokens / (manifest.rows * max_len)
-    return rows
+    counts: dict[str, int] = {}
+    for _, cat, _ in plan.rows:
+        counts[cat] = counts.get(cat, 0) + 1
+    manifest.rows_per_category.update(sorted(counts.items()))
 
 
 def _pin_fingerprint(folder: Path) -> None:
@@ -295,7 +313,7 @@ def _pin_fingerprint(folder: Path) -> None:
     state_path.write_text(json.dumps(state, indent=2, sort_keys=True))
 
 
-def _write_shards(rows, segments, offsets, tokens, labels, tmp, config, manifest, progress):
+def _write_shards(plan: _Plan, tokens, labels, tmp, config, manifest, progress) -> None:
     from datasets import Dataset, Features, Sequence, Value
 
     features = Features(
@@ -307,27 +325,21 @@ def _write_shards(rows, segments, offsets, tokens, labels, tmp, config, manifest
             "bucket": Value("int32"),
         }
     )
-    for n, lo in enumerate(range(0, len(rows), config.shard_rows)):
+    for n, lo in enumerate(range(0, len(plan.rows), config.shard_rows)):
         cols: dict[str, list] = {k: [] for k in features}
-        for seg_ids, cat, bucket in rows[lo : lo + config.shard_rows]:
-            parts = [segments[i] for i in seg_ids]
-            starts = [offsets[p.doc] + p.start for p in parts]
-            cols["input_ids"].append(
-                np.concatenate(
-                    [tokens[s : s + p.length] for s, p in zip(starts, parts, strict=True)]
-                )
-            )
-            cols["labels"].append(
-                np.concatenate(
-                    [labels[s : s + p.length] for s, p in zip(starts, parts, strict=True)]
-                )
-            )
-            cols["lengths"].append([p.length for p in parts])
-            cols["category"].append(cat)
-            cols["bucket"].append(bucket)
+        shard = plan.rows[lo : lo + config.shard_rows]
+        for part in range(0, len(shard), _GATHER_ROWS):  # bounds the gather's index array
+            rows = shard[part : part + _GATHER_ROWS]
+            bins = [pieces for pieces, _, _ in rows]
+            for name, values in (("input_ids", tokens), ("labels", labels)):
+                flat, row_offsets = gather_rows(values, plan.source, plan.length, bins)
+                cols[name] += np.split(flat, row_offsets[1:-1])
+            cols["lengths"] += [plan.length[pieces].tolist() for pieces in bins]
+            cols["category"] += [cat for _, cat, _ in rows]
+            cols["bucket"] += [bucket for _, _, bucket in rows]
         name = f"shard-{n:05d}"
         Dataset.from_dict(cols, features=features).save_to_disk(str(tmp / name))
         _pin_fingerprint(tmp / name)
         manifest.shards.append(name)
         if progress:
-            progress("writing", min(lo + config.shard_rows, len(rows)))
+            progress("writing", min(lo + config.shard_rows, len(plan.rows)))
