@@ -84,17 +84,56 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
     again = run(changed)
     assert [r.action for r in again] == ["rerun (changed)"] * len(STAGES)
     partial = run(changed, start="eval")
-    assert [r.action for r in partial] == ["skip"] * 5 + ["rerun (changed)"] * 2
+    assert [r.action for r in partial] == ["skip"] * 5 + ["rerun (--from)"] * 2
+
+    # A corrupted output is not trusted: pack-data runs again (into a new dir), and since it
+    # writes the same bytes, the finished training is kept and skipped.
+    out = tmp_path / "out"
+    export = sorted((out / "train" / "run" / "export").glob("*.safetensors"))[0]
+    export_bytes = export.read_bytes()
+    shard = sorted((out / "pack-data" / "mix").glob("shard-*/*.arrow"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    assert [(r.stage, r.action) for r in plan(changed)][3:5] == [
+        ("pack-data", "rerun (output changed)"),
+        ("train", "run"),  # the plan cannot know yet that the same bytes come back
+    ]
+    after = run(changed)
+    assert [r.action for r in after][3:] == ["rerun (output changed)", "skip", "skip", "skip"]
+    assert export.read_bytes() == export_bytes
+    assert not any(p.name.startswith(".") for p in out.iterdir())  # no work dir left
 
 
 @pytest.mark.slow
-def test_crash_inside_train_resumes(asset, tiny_llama, tmp_path):
+def test_a_killed_rerun_keeps_the_previous_result_and_resumes(asset, tiny_llama, tmp_path):
+    """Training again with a changed setting goes into .train.next: killed half-way, the
+    finished training is still there and still what the old recipe skips to; the next run of
+    the new recipe resumes the half-done one and only then replaces the old."""
+    recipe = load_recipe(_recipe(tmp_path, asset, tiny_llama))
+    run(recipe)
+    out = tmp_path / "out"
+    marker = (out / "train" / "STAGE.json").read_text()
+    export = {p.name: p.read_bytes() for p in (out / "train" / "run" / "export").iterdir()}
     path = _recipe(tmp_path, asset, tiny_llama, steps=12)
+    metrics = out / ".train.next" / "run" / "metrics.jsonl"
+    _run_and_kill(path, metrics, tmp_path)
+    assert (out / "train" / "STAGE.json").read_text() == marker
+    kept = {p.name: p.read_bytes() for p in (out / "train" / "run" / "export").iterdir()}
+    assert kept == export
+    assert [r.action for r in plan(recipe)] == ["skip"] * len(STAGES)
+    done = run(load_recipe(path))
+    assert [(r.stage, r.action) for r in done][4] == ("train", "resume")
+    lines = (out / "train" / "run" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in lines]
+    assert sorted({r["global_step"] for r in rows}) == list(range(1, 25))
+    assert not (out / ".train.next").exists()
+
+
+def _run_and_kill(path: Path, metrics: Path, cwd: Path) -> None:
+    """Run the pipeline in its own process; SIGKILL it once ``metrics`` has 5 lines."""
     cmd = [sys.executable, "-m", "llamaforge_cli", "pipeline", "run", str(path)]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, cwd=cwd
     )
-    metrics = tmp_path / "out" / "train" / "run" / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline:
         if metrics.is_file() and len(metrics.read_text().splitlines()) >= 5:
@@ -103,6 +142,13 @@ def test_crash_inside_train_resumes(asset, tiny_llama, tmp_path):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+@pytest.mark.slow
+def test_crash_inside_train_resumes(asset, tiny_llama, tmp_path):
+    path = _recipe(tmp_path, asset, tiny_llama, steps=12)
+    metrics = tmp_path / "out" / "train" / "run" / "metrics.jsonl"
+    _run_and_kill(path, metrics, tmp_path)
     recipe = load_recipe(path)
     assert [(r.stage, r.action) for r in plan(recipe)][3:5] == [
         ("pack-data", "skip"),
@@ -170,3 +216,40 @@ def test_train_stage_hands_the_trainer_its_typed_config(tmp_path):
     assert config.stages[0].data == [str(tmp_path / "packed" / "mix")]
     assert (config.model, config.output_dir) == (str(tmp_path / "m"), str(tmp_path / "run"))
     assert config.stages[0].betas == (0.8, 0.9) and config.seed == 42
+
+
+def _minimal_inputs(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text("{}")
+    (tmp_path / "zh.txt").write_text("你好\n", encoding="utf-8")
+
+
+def test_missing_inputs_are_all_named_before_anything_runs(tmp_path):
+    _minimal_inputs(tmp_path)
+    path = tmp_path / "recipe.toml"
+    path.write_text(
+        GOOD.replace('sources = ["zh=zh.txt"]', 'sources = ["zh=zh.txt,gone/*.jsonl"]')
+        + '[eval]\ntext = { en = ["held.txt"] }\nbenchmarks = { mmlu = "nowhere" }\n'
+    )
+    recipe = load_recipe(path)
+    for call in (plan, run):
+        with pytest.raises(PipelineError) as err:
+            call(recipe)
+        message = str(err.value)
+        assert "data.mix.sources.0:" in message and "gone/*.jsonl: no such file" in message
+        assert "eval.text.en.0:" in message and "held.txt: no such file" in message
+        assert "eval.benchmarks.mmlu:" in message and "no such benchmark dir" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dir_the_pipeline_did_not_make_is_never_touched(tmp_path):
+    _minimal_inputs(tmp_path)
+    path = tmp_path / "recipe.toml"
+    path.write_text(GOOD)
+    mine = tmp_path / "out" / "pack-data" / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my notes")
+    with pytest.raises(PipelineError, match="was not made by the pipeline"):
+        run(load_recipe(path))
+    assert mine.read_text() == "my notes"
+    assert not (tmp_path / "out" / "learn-vocab").exists()  # refused before the first stage

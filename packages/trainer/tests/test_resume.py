@@ -3,6 +3,7 @@ resumed gives the uninterrupted run's loss curve step for step."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -77,4 +78,7 @@ def test_sigkill_and_resume_reproduces_the_loss_curve(tiny_model, packed_text, t
     assert resumed.returncode == 0, err.decode()[-3000:]
     got = [r["loss"] for r in read_metrics(tmp_path / "killed")]
     assert got == expected  # exactly, step for step
+    # the steps after the checkpoint ran twice but are logged once
+    lines = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["global_step"] for x in lines] == list(range(1, STEPS + 1))
     assert (tmp_path / "killed" / "export" / "model.safetensors").is_file()

@@ -137,7 +137,9 @@ def expand_bpe(
     data["model"]["vocab"] = vocab
     data["model"]["merges"] = merges + [list(m) if as_lists else " ".join(m) for m in new_merges]
     data["added_tokens"] = added_tokens + reserved
-    with atomic_output_dir(Path(out_dir), overwrite=overwrite) as tmp:
+    with atomic_output_dir(
+        Path(out_dir), overwrite=overwrite, inputs=[tokenizer_dir], kind="tokenizer"
+    ) as tmp:
         _write_dir(tokenizer_dir, data, reserved, tmp)
     return report
 

@@ -70,8 +70,10 @@ def learn(
 ) -> None:
     """Propose new pieces ranked by the tokens they save on CORPUS; write them for review."""
     from llamaforge_tokenizer.learn import LearnConfig, learn_pieces
+    from llamaforge_tokenizer.outdir import check_output_file
     from llamaforge_tokenizer.pieces import write_pieces
 
+    check_output_file(out, inputs=[*corpus, *([word_list] if word_list else [])])
     console = _console(ctx)
     config = LearnConfig(
         num_pieces=num_pieces,
@@ -190,7 +192,8 @@ def report(
     max_chars: Annotated[int | None, typer.Option(help="Read at most this much per label.")] = None,
 ) -> None:
     """Tokens per character / per byte and mean length, old vs new tokenizer, per label."""
-    from llamaforge_tokenizer.compression import measure, plot_compression
+    from llamaforge_tokenizer.compression import PLOT_FORMATS, measure, plot_compression
+    from llamaforge_tokenizer.outdir import check_output_file
 
     groups: dict[str, list[Path]] = {}
     for item in text:
@@ -198,6 +201,18 @@ def report(
         if not sep:
             label, path = Path(item).stem, item
         groups.setdefault(label, []).append(Path(path))
+    inputs = [p for paths in groups.values() for p in paths]
+    if plot is not None:
+        if not plot.suffix:
+            plot = plot.with_suffix(".png")
+        if plot.suffix.lower().lstrip(".") not in PLOT_FORMATS:
+            raise TokenizerExpandError(
+                f"--plot {plot}: unknown image format {plot.suffix!r}; use one of "
+                f"{', '.join('.' + f for f in PLOT_FORMATS)}"
+            )
+        check_output_file(plot, inputs=inputs)
+    if json_out is not None:
+        check_output_file(json_out, inputs=inputs)
     tokenizers = {"old": old, **({"new": new} if new else {})}
     rows = measure(tokenizers, groups, max_chars)
     table = Table(title="tokenizer compression")

@@ -91,6 +91,10 @@ def measure(
     return rows
 
 
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
+"""Image formats :func:`plot_compression` writes (by the file's suffix)."""
+
+
 def plot_compression(rows: list[CompressionRow], path: Path) -> Path:
     """A grouped bar chart of tokens per character, one group per label."""
     import matplotlib

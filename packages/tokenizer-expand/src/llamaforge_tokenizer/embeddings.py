@@ -18,7 +18,7 @@ from enum import Enum
 from pathlib import Path
 
 from llamaforge_tokenizer.errors import TokenizerExpandError
-from llamaforge_tokenizer.outdir import atomic_output_dir
+from llamaforge_tokenizer.outdir import atomic_output_dir, check_output_dir
 from llamaforge_tokenizer.safetensors_io import Pending, read_header, write_file
 from llamaforge_tokenizer.subtokens import old_vocab_size, subtoken_ids
 
@@ -103,6 +103,7 @@ def init_model(
     """
     config = config or InitConfig()
     model_dir, tokenizer_dir = Path(model_dir), Path(tokenizer_dir)
+    check_output_dir(Path(out_dir), overwrite=overwrite, inputs=[model_dir, tokenizer_dir])
     start = time.perf_counter()
     cfg_path = model_dir / "config.json"
     if not cfg_path.is_file():
@@ -123,7 +124,9 @@ def init_model(
     tied = bool(model_cfg.get("tie_word_embeddings", False))
     files = _weight_files(model_dir)
     changed: list[str] = []
-    with atomic_output_dir(Path(out_dir), overwrite=overwrite) as tmp:
+    with atomic_output_dir(
+        Path(out_dir), overwrite=overwrite, inputs=[model_dir, tokenizer_dir], kind="model"
+    ) as tmp:
         sizes = {}
         for path in files:
             sizes[path.name] = _rewrite_shard(path, tmp / path.name, subs, rows, config, changed)

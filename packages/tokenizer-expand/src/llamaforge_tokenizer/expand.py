@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from llamaforge_tokenizer.bpe import expand_bpe
+from llamaforge_tokenizer.outdir import check_output_dir
 from llamaforge_tokenizer.pieces import DEFAULT_MAX_PIECE_CHARS, read_pieces
 from llamaforge_tokenizer.report_types import ExpandReport
 from llamaforge_tokenizer.segment import detect_kind
@@ -29,6 +30,7 @@ def expand_tokenizer(
     (``tokenizer.json``). See :func:`expand_sentencepiece` and :func:`expand_bpe`. The report
     is also written beside the new tokenizer as ``expansion_report.json``.
     """
+    check_output_dir(Path(out_dir), overwrite=overwrite, inputs=[tokenizer_dir, pieces_file])
     kind = detect_kind(tokenizer_dir)
     plist = read_pieces(pieces_file, max_chars=max_piece_chars)
     fn = expand_sentencepiece if kind == "sentencepiece" else expand_bpe

@@ -134,7 +134,9 @@ def expand_sentencepiece(
             report.reserved += 1
     proto.trainer_spec.vocab_size = len(proto.pieces)
     report.new_size = len(proto.pieces)
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_output_dir(
+        out_dir, overwrite=overwrite, inputs=[tokenizer_dir], kind="tokenizer"
+    ) as tmp:
         _write_hf_dir(Path(tokenizer_dir), proto, tmp)
     return report
 

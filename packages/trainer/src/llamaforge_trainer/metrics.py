@@ -94,6 +94,17 @@ class MetricsSink:
             except ImportError:  # pragma: no cover - tensorboard is a dependency
                 self.writer = None
 
+    def rewind(self, global_step: int) -> None:
+        """Forget rows after ``global_step`` (a run resumed from that checkpoint logs them
+        again): ``metrics.jsonl`` then holds each step once."""
+        if not self.enabled or not self.path.is_file():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        kept = [ln for ln in lines if ln.strip() and json.loads(ln)["global_step"] <= global_step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(f"{ln}\n" for ln in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
     def log(self, row: dict) -> None:
         if not self.enabled:
             return

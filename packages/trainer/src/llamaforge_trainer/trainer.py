@@ -391,6 +391,7 @@ class Trainer:
             else:
                 resume = {"path": str(ckpt)}
             log.info("resuming from %s", ckpt)
+        self.metrics.rewind(self.result.global_step)  # steps after the checkpoint run again
         for index in range(first, len(stages)):
             if index > first and self.fresh_per_stage:
                 self._build_module()  # the boosted one is sharded / chunked in place

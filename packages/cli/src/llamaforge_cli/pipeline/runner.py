@@ -1,9 +1,12 @@
 """Run a recipe's stages in order, skipping the ones whose inputs and settings are unchanged.
 
-Each stage's dir holds ``STAGE.json``: the hash of its inputs (file contents and settings), and
-whether it finished. A stage runs again when that hash changes (its old output is removed first)
-or when it did not finish — a crash inside ``train`` resumes from the trainer's checkpoints,
-since its output dir is kept for the same inputs.
+Each stage's dir holds ``STAGE.json``: the hash of its inputs (file contents and settings),
+whether it finished, and the hash of what it wrote. A stage is skipped only when its inputs are
+unchanged and its output still hashes the same (a truncated shard or a deleted export makes it
+run again). A stage that runs again over a finished result writes into ``.NAME.next`` and
+replaces the old dir only when it has finished, so a failure leaves the previous result whole.
+A stage that did not finish resumes — a crash inside ``train`` continues from the trainer's
+checkpoints. Dirs the pipeline did not make (no ``STAGE.json``) are never deleted.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from llamaforge_cli.pipeline.preflight import check_inputs
 from llamaforge_cli.pipeline.recipe import PipelineError, Recipe
 from llamaforge_cli.pipeline.stages import build_stages
 
@@ -72,35 +76,86 @@ def _key(stage, upstream: str) -> str:
     ).hexdigest()
 
 
+def _decide(stage, folder: Path, key: str, forced: bool) -> tuple[str, str]:
+    """(action, reason) for one stage: skip only when its inputs and settings are unchanged,
+    it finished, and what is on disk still hashes to what it wrote."""
+    state = _state(folder)
+    if forced:
+        return ("rerun (--from)" if state else "run"), "--from"
+    if not state:
+        return "run", "never run"
+    if state.get("input_hash") != key:
+        return "rerun (changed)", "inputs or settings changed"
+    if not state.get("done"):
+        return "resume", "did not finish"
+    if hash_paths([folder]) != state.get("output_hash"):
+        return "rerun (output changed)", "its output on disk changed since it was written"
+    return "skip", "unchanged"
+
+
+def _check_owned(recipe: Recipe, stages) -> None:
+    """A stage dir, or its replacement-in-progress, that the pipeline did not make is never
+    deleted or written over: stop before the first stage."""
+    for stage in stages:
+        for folder in (recipe.out / stage.name, recipe.out / f".{stage.name}.next"):
+            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+                raise PipelineError(f"{folder} is not a directory; move it out of the way")
+            if folder.is_dir() and not (folder / MARKER).is_file() and any(folder.iterdir()):
+                raise PipelineError(
+                    f"{folder} exists and was not made by the pipeline (no {MARKER}); move it "
+                    "out of the way or choose another 'out'"
+                )
+
+
 def plan(recipe: Recipe, start: str | None = None) -> list[PlanRow]:
     """What a run would do, without running anything (inputs of later stages that don't exist
     yet count as changed)."""
-    rows, forced = [], False
-    names = [s.name for s in build_stages(recipe)]
+    stages = build_stages(recipe)
+    _check_start(stages, start)
+    check_inputs(recipe)
+    rows, forced, upstream_runs, upstream = [], False, False, ""
+    for stage in stages:
+        folder = recipe.out / stage.name
+        forced = forced or stage.name == start
+        action, reason = _decide(stage, folder, _key(stage, upstream), forced)
+        if upstream_runs and not forced:
+            action, reason = "run", "an earlier stage runs (a real run may skip it)"
+        rows.append(PlanRow(stage.name, action, reason))
+        upstream_runs = upstream_runs or action != "skip"  # its output may change
+        upstream = _state(folder).get("output_hash", "")
+    return rows
+
+
+def _check_start(stages, start: str | None) -> None:
+    names = [s.name for s in stages]
     if start and start not in names:
         raise PipelineError(f"unknown stage {start!r}; stages: {', '.join(names)}")
-    upstream = ""
-    for stage in build_stages(recipe):
-        folder = recipe.out / stage.name
-        state = _state(folder)
-        forced = forced or stage.name == start
-        key = _key(stage, upstream)
-        if forced:
-            rows.append(PlanRow(stage.name, "run", "--from"))
-        elif not state:
-            rows.append(PlanRow(stage.name, "run", "never run"))
-        elif state.get("input_hash") != key:
-            rows.append(PlanRow(stage.name, "rerun (changed)", "inputs or settings changed"))
-            forced = True
-        elif not state.get("done"):
-            rows.append(PlanRow(stage.name, "resume", "did not finish"))
-            forced = True
-        else:
-            rows.append(PlanRow(stage.name, "skip", "unchanged"))
-        if rows[-1].action != "skip":
-            forced = True  # its output may change: what follows runs (a real run may skip it)
-        upstream = state.get("output_hash", "")
-    return rows
+
+
+def _work_dir(recipe: Recipe, name: str, key: str) -> tuple[Path, str]:
+    """Where a (re)run writes: ``.NAME.next`` beside the stage's dir, so the previous result
+    stays whole until the new one is complete; one left by a crashed run with the same inputs
+    is resumed."""
+    work = recipe.out / f".{name}.next"
+    state = _state(work)
+    if state.get("input_hash") == key and not state.get("done"):
+        return work, "resume"
+    if work.exists():
+        shutil.rmtree(work)  # ours (checked by _check_owned): a crashed run of other inputs
+    work.mkdir(parents=True)
+    return work, ""
+
+
+def _replace(folder: Path, work: Path) -> None:
+    """Put a finished ``work`` dir in place of ``folder``, removing the old one only then."""
+    old = folder.with_name(f".{folder.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        folder.rename(old)
+    work.rename(folder)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def run(
@@ -111,44 +166,44 @@ def run(
     console: Console | None = None,
 ) -> list[PlanRow]:
     """Run the recipe; returns what was done per stage. ``console`` shows each stage's
-    progress."""
+    progress. A stage that runs again writes beside its previous result and replaces it only
+    once it has finished."""
     stages = build_stages(recipe, console)
-    names = [s.name for s in stages]
-    if start and start not in names:
-        raise PipelineError(f"unknown stage {start!r}; stages: {', '.join(names)}")
+    _check_start(stages, start)
+    check_inputs(recipe)
+    _check_owned(recipe, stages)
     done, forced, upstream = [], False, ""
     recipe.out.mkdir(parents=True, exist_ok=True)
     for stage in stages:
         folder = recipe.out / stage.name
-        state = _state(folder)
         forced = forced or stage.name == start
         key = _key(stage, upstream)
-        if not forced and state.get("input_hash") == key and state.get("done"):
+        action, _ = _decide(stage, folder, key, forced)
+        if action == "skip":
             done.append(PlanRow(stage.name, "skip", "unchanged"))
-            upstream = state["output_hash"]
+            upstream = _state(folder)["output_hash"]
             continue
-        if state.get("input_hash") == key and not forced:
-            action = "resume"
-        else:
-            action = "run" if not state else "rerun (changed)"
-            shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / MARKER).write_text(json.dumps({"input_hash": key, "done": False}))
+        work = folder
+        if action != "resume" and _state(folder).get("done"):
+            work, resumed = _work_dir(recipe, stage.name, key)  # keep the good result until then
+            action = resumed or action
+        elif action != "resume" and folder.exists():
+            shutil.rmtree(folder)  # ours (checked above), and holding no finished result
+        work.mkdir(parents=True, exist_ok=True)
+        (work / MARKER).write_text(json.dumps({"input_hash": key, "done": False}))
         if on_stage:
             on_stage(stage.name, action)
         start_t = time.perf_counter()
-        stage.run(folder)
+        stage.run(work)
+        if work != folder:
+            _replace(folder, work)
         output_hash = hash_paths([folder])
+        seconds = round(time.perf_counter() - start_t, 1)
         (folder / MARKER).write_text(
             json.dumps(
-                {
-                    "input_hash": key,
-                    "done": True,
-                    "output_hash": output_hash,
-                    "seconds": round(time.perf_counter() - start_t, 1),
-                }
+                {"input_hash": key, "done": True, "output_hash": output_hash, "seconds": seconds}
             )
         )
-        done.append(PlanRow(stage.name, action, f"{time.perf_counter() - start_t:.0f} s"))
+        done.append(PlanRow(stage.name, action, f"{seconds:.0f} s"))
         upstream = output_hash  # a stage whose new output is identical leaves the rest alone
     return done

@@ -25,12 +25,14 @@ class Stage:
     settings: Callable[[], dict]
     """Recipe settings that decide it too."""
     run: Callable[[Path], None]
-    """Runs the stage into its output dir."""
+    """Runs the stage into the dir it is given (a fresh one on a rerun: the runner moves it
+    into place when the stage finishes). Other stages' outputs are read from ``Layout``."""
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each stage's output lives under the recipe's ``out``."""
+    """Where each finished stage's output lives under the recipe's ``out`` (a stage's dir,
+    then the name it writes there)."""
 
     out: Path
 
@@ -80,7 +82,7 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
     def base() -> Path:  # resolved when a stage runs (an asset may be fetched then)
         return recipe.resolve(recipe.base_model)
 
-    def learn(_: Path) -> None:
+    def learn(folder: Path) -> None:
         from llamaforge_tokenizer import LearnConfig, learn_pieces, write_pieces
 
         config = LearnConfig(
@@ -95,21 +97,21 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
                 config,
                 progress=lambda n: status.update(f"learning pieces: {n:,} / {v.num_pieces:,}"),
             )
-        write_pieces(at.pieces, [c.to_dict() for c in result.candidates])
-        console.print(f"learned {len(result.candidates):,} pieces → {at.pieces}")
+        write_pieces(folder / at.pieces.name, [c.to_dict() for c in result.candidates])
+        console.print(f"learned {len(result.candidates):,} pieces")
 
-    def expand(_: Path) -> None:
+    def expand(folder: Path) -> None:
         from llamaforge_tokenizer import expand_tokenizer
 
-        report = expand_tokenizer(base(), at.pieces, at.tokenizer, pad_to=v.pad_to, overwrite=True)
-        console.print(f"{report.kind} tokenizer: {report.new_size:,} tokens → {at.tokenizer}")
+        report = expand_tokenizer(base(), at.pieces, folder / at.tokenizer.name, pad_to=v.pad_to)
+        console.print(f"{report.kind} tokenizer: {report.new_size:,} tokens")
 
-    def init(_: Path) -> None:
+    def init(folder: Path) -> None:
         from llamaforge_tokenizer import init_model
 
         with console.status("initialising embeddings"):
-            report = init_model(base(), at.tokenizer, at.model, overwrite=True)
-        console.print(f"model: {report.old_rows:,} → {report.new_rows:,} rows → {at.model}")
+            report = init_model(base(), at.tokenizer, folder / at.model.name)
+        console.print(f"model: {report.old_rows:,} → {report.new_rows:,} rows")
 
     def pack(folder: Path) -> None:
         import llamaforge_datapack as datapack  # (`pack` is also a submodule's name)
@@ -120,21 +122,23 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
                 manifest = datapack.pack(
                     _sources(recipe, ds.sources),
                     TokenizeConfig(tokenizer_dir=at.tokenizer, max_length=ds.max_length),
-                    PackConfig(out_dir=folder / name, num_bins=ds.num_bins, overwrite=True),
+                    PackConfig(out_dir=folder / name, num_bins=ds.num_bins),
                     progress=lambda stage, n, name=name, status=status: status.update(
                         f"packing {name}: {stage} {n:,}"
                     ),
                 )
             console.print(
                 f"{name}: {manifest.tokens:,} tokens in {manifest.rows:,} rows "
-                f"({manifest.fill_ratio:.1%} full) → {folder / name}"
+                f"({manifest.fill_ratio:.1%} full)"
             )
 
     def train(folder: Path) -> None:
         from llamaforge_trainer import train as run_training
 
-        config = recipe.train_config(at.model, at.run_dir, at.packed)
-        (folder / "config.json").write_text(config.model_dump_json(indent=2) + "\n")
+        config = recipe.train_config(at.model, folder / at.run_dir.name, at.packed)
+        # the settings as run (paths of this run's dir left out: the dir may be moved)
+        saved = config.model_dump_json(indent=2, exclude={"output_dir"})
+        (folder / "config.json").write_text(saved + "\n")
         run_training(config, console=console)
 
     def evaluate(folder: Path) -> None:
