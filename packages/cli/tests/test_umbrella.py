@@ -80,3 +80,34 @@ def test_building_the_cli_does_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch imported at start-up'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_errors_go_to_stderr_as_plain_text(tmp_path, capsys, monkeypatch, asset):
+    """User text in an error is printed as it is: rich markup (``[data]``) and emoji codes
+    (``:abc:``) are not interpreted; the line goes to stderr."""
+    monkeypatch.setenv("COLUMNS", "300")
+    missing = tmp_path / "good.jsonl:abc"
+    code = main(
+        [
+            "data",
+            "pack",
+            str(missing),
+            "-t",
+            str(asset("smollm2-tokenizer")),
+            "-o",
+            str(tmp_path / "o"),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out.strip() == ""
+    assert (
+        "good.jsonl:abc" in captured.err
+        and "\N{INPUT SYMBOL FOR LATIN LETTERS}" not in captured.err
+    )
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        'out = "o"\nbase_model = "b"\n[vocab]\ncorpus = ["c"]\n[data.mix]\nsources = ["a"]\n'
+        '[[train.stages]]\nname = "s"\ndata = ["nope"]\nsteps = 1\n'
+    )
+    assert main(["pipeline", "run", str(recipe), "--dry-run"]) == 2
+    assert "is not defined under [data]" in capsys.readouterr().err

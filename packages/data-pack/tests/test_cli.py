@@ -55,7 +55,7 @@ def test_pack_and_inspect(asset, corpora, tmp_path, capsys, monkeypatch):
         )
         == 2
     )
-    assert "already exists" in capsys.readouterr().out
+    assert "already exists" in capsys.readouterr().err
 
 
 def test_bad_input_is_one_line(asset, tmp_path, capsys, monkeypatch):
@@ -64,9 +64,9 @@ def test_bad_input_is_one_line(asset, tmp_path, capsys, monkeypatch):
     bad.write_text('{"text": "ok"}\n{"text": 3}\n')
     args = ["data", "pack", str(bad), "-t", str(asset("smollm2-135m")), "-o", str(tmp_path / "o")]
     assert main(args) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "bad.jsonl:2: field 'text' must be a string" in out and "Traceback" not in out
     assert main([*args, "--on-error", "skip"]) == 0
     assert "skipped records" in capsys.readouterr().out
     assert main(["data", "pack", str(bad), "-t", str(tmp_path), "-o", str(tmp_path / "p")]) == 2
-    assert "not a tokenizer dir" in capsys.readouterr().out
+    assert "not a tokenizer dir" in capsys.readouterr().err

@@ -167,7 +167,7 @@ def test_cli_run_and_compare(fixtures, tiny_eval_model, asset, tmp_path, capsys,
     out = capsys.readouterr().out
     assert "geography" in out and "bits_per_char" in out and "pt" in out
     assert main(["eval", "run", str(tiny_eval_model), "--bench", f"mmlu={fixtures}"]) == 2
-    assert "does not look like mmlu" in capsys.readouterr().out
+    assert "does not look like mmlu" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -69,7 +69,7 @@ def test_learn_expand_report_on_the_cli(asset, tmp_path, capsys, monkeypatch):
     assert data[("new", "en")]["tokens"] == data[("old", "en")]["tokens"]
     # The output dir exists now: a second expand is refused with one clear line.
     assert main(["vocab", "expand", str(base), str(pieces), "-o", str(out)]) == 2
-    assert "already exists; pass --overwrite" in capsys.readouterr().out
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys, asset, monkeypatch):
@@ -82,10 +82,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys, asset, monkeypatch):
         )
         == 2
     )
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "p.jsonl:2: field 'piece': piece is empty" in out and "Traceback" not in out
     assert main(["vocab", "expand", str(tmp_path), str(bad), "-o", str(tmp_path / "o")]) == 2
-    assert "neither tokenizer.model nor tokenizer.json" in capsys.readouterr().out
+    assert "neither tokenizer.model nor tokenizer.json" in capsys.readouterr().err
     assert (
         main(
             [
@@ -101,7 +101,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, asset, monkeypatch):
         )
         == 2
     )
-    assert "unknown method 'zeros'" in capsys.readouterr().out
+    assert "unknown method 'zeros'" in capsys.readouterr().err
 
 
 def test_measure_counts_per_label(asset):

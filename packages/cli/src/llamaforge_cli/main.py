@@ -21,8 +21,7 @@ from llamaforge_cli.doctor import run_doctor
 
 def _missing_component_command(command: str, message: str):
     def placeholder(ctx: typer.Context) -> None:
-        console = ctx.obj if isinstance(ctx.obj, Console) else Console(stderr=True)
-        console.print(f"[red]error:[/] {message}")
+        _print_error(message)
         raise typer.Exit(2)
 
     placeholder.__name__ = f"missing_{command}"
@@ -115,8 +114,17 @@ _CLICK_EXIT = (typer.Exit, click.exceptions.Exit)
 _CLICK_ABORT = (typer.Abort, click.exceptions.Abort)
 
 
+def _print_error(message: str) -> None:
+    """One red ``error:`` line on stderr; the message is plain text (no rich markup or emoji
+    codes: ``[data]`` and ``:abc:`` in a user's input print as they are)."""
+    from rich.text import Text
+
+    Console(stderr=True).print(Text("error: ", style="red") + Text(message), soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors become one red line and exit code 2, never a traceback."""
+    """Run the CLI; user errors become one red line on stderr and exit code 2, never a
+    traceback."""
     console = Console()
     command = typer.main.get_command(build_app(console))
     try:
@@ -126,13 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, _CLICK_EXIT):
             return exc.exit_code
         if isinstance(exc, _CLICK_ABORT):
-            console.print("[red]aborted[/]")
+            Console(stderr=True).print("[red]aborted[/]")
             return 130
         if isinstance(exc, _CLICK_EXCEPTION):
             exc.show()
             return exc.exit_code
         if getattr(type(exc), "user_facing", False):
-            console.print(f"[red]error:[/] {exc}", highlight=False)
+            _print_error(str(exc))
             return 2
         raise
     return result if isinstance(result, int) else 0
