@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from llamaforge_datapack.spill import Spill
 from llamaforge_datapack.tokenize import TokenizeConfig, encode_records, tokenizer_fingerprint
 
 FORMAT, VERSION = "llamaforge-packed", 1
+_WORK_MARKER = ".llamaforge-pack-work"
+"""In a run's temporary dir: the pid that owns it (a later run removes it once that is gone)."""
 _GATHER_ROWS = 1024
 """Rows built by one numpy gather while writing a shard."""
 
@@ -149,7 +152,12 @@ class Manifest:
         path = Path(folder) / "manifest.json"
         if not path.is_file():
             raise DataPackError(f"{folder}: no manifest.json (not a packed dataset dir)")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataPackError(f"{path}: corrupt manifest ({exc}); pack the data again") from None
+        if not isinstance(data, dict):
+            raise DataPackError(f"{path}: corrupt manifest (not a JSON object)")
         if data.get("format") != FORMAT or data.get("version") != VERSION:
             raise DataPackError(
                 f"{folder}: format {data.get('format')} v{data.get('version')}, "
@@ -193,13 +201,14 @@ def pack(
         progress: called as ``progress(stage, count)`` while working.
     """
     out = config.out_dir
-    if out.exists() and not config.overwrite:
-        raise DataPackError(f"{out} already exists; pass --overwrite to replace it")
+    _check_output_dir(out, config.overwrite)
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise DataPackError(f"source names must be unique, got {names}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_work_dirs(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    (tmp / _WORK_MARKER).write_text(str(os.getpid()))
     try:
         manifest = Manifest(
             tokenizer=str(tokenize.tokenizer_dir),
@@ -217,6 +226,7 @@ def pack(
         _count_rows(plan, manifest, tokenize.max_length)
         _write_shards(plan, tokens, labels, tmp, config, manifest, progress)
         shutil.rmtree(tmp / "spill")
+        (tmp / _WORK_MARKER).unlink()
         (tmp / "manifest.json").write_text(
             json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n"
         )
@@ -227,6 +237,47 @@ def pack(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output this command may not replace: '.', '/', home, a
+    parent of the current dir, a file or symlink, and any existing dir that is not a packed
+    dir (``manifest.json`` of this format) or empty."""
+    target = out.resolve()
+    cwd = Path.cwd().resolve()
+    if target in {Path("/").resolve(), Path.home().resolve(), cwd, *cwd.parents}:
+        raise DataPackError(f"{out}: refusing to write the output into {target}; give a new dir")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        kind = "a symlink" if out.is_symlink() else "a file"
+        raise DataPackError(f"{out} is {kind}, not an output dir; give a new dir")
+    if not out.exists():
+        return
+    if not overwrite:
+        raise DataPackError(f"{out} already exists; pass --overwrite to replace it")
+    try:
+        Manifest.read(out)
+    except DataPackError:
+        if any(out.iterdir()):
+            raise DataPackError(
+                f"{out} is not a packed dir (no valid {FORMAT} manifest.json); --overwrite "
+                "replaces only packed dirs: remove it yourself or give a new dir"
+            ) from None
+
+
+def _remove_stale_work_dirs(out: Path) -> None:
+    """Remove the work dirs of earlier runs into ``out`` that were killed (their process is
+    gone): SIGKILL leaves no chance to clean up, so the next run does."""
+    for work in out.parent.glob(f".{out.name}.tmp-*"):
+        marker = work / _WORK_MARKER
+        if not marker.is_file():
+            continue
+        try:
+            pid = int(marker.read_text())
+            os.kill(pid, 0)  # still running: not ours to remove
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(work, ignore_errors=True)
+        except PermissionError:
+            pass
 
 
 def _tokenize_all(sources, tokenize, config, spill, manifest, progress) -> _Docs:
