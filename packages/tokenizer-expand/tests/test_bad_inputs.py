@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from llamaforge_tokenizer.cli import main
+
 
 @pytest.fixture
 def work(tmp_path, asset) -> Path:
@@ -72,21 +74,16 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_one_line_and_deletes_nothing(work, case):
+def test_bad_input_is_one_line_and_deletes_nothing(work, case, capsys, monkeypatch):
     args, error = CASES[case]
     if "sub/pieces.txt" in args:
         (work / "sub").mkdir()
         (work / "sub" / "pieces.txt").write_text("你好\n", encoding="utf-8")
     before = sorted(str(p.relative_to(work)) for p in work.rglob("*"))
-    result = subprocess.run(
-        [sys.executable, "-m", "llamaforge_tokenizer", *args],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr[-2000:]
+    monkeypatch.chdir(work)
+    code = main(args)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, lines
     assert len(lines) == 1 and lines[0].startswith("error: ") and error in lines[0], lines
     assert sorted(str(p.relative_to(work)) for p in work.rglob("*")) == before
     assert (work / "notes.txt").read_text() == "mine"

@@ -83,8 +83,10 @@ def run(
 ) -> None:
     """Evaluate MODEL on benchmarks and held-out text."""
     from llamaforge_eval.evaluate import evaluate_model
-    from llamaforge_eval.results import write_results
+    from llamaforge_eval.results import check_results_path, write_results
 
+    if out is not None:
+        check_results_path(out)  # before the evaluation, not after it
     vllm_args = None
     if backend == "vllm":
         from llamaforge_eval.vllm_runner import parse_vllm_args

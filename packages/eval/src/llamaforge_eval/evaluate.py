@@ -169,6 +169,15 @@ def evaluate_model(
         raise EvalError("nproc is for the transformers backend; vLLM batches by itself")
     if metric not in METRICS:
         raise EvalError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    for name, value, low in (
+        ("shots", shots, 0),
+        ("batch_size", batch_size, 1),
+        ("nproc", nproc, 1),
+    ):
+        if value < low:
+            raise EvalError(f"{name} must be ≥ {low}, got {value}")
+    if max_docs is not None and max_docs < 1:
+        raise EvalError(f"max_docs must be ≥ 1, got {max_docs}")
     loaded = [
         load_benchmark(kind, folder, subjects=subjects) for kind, folder in benchmarks.items()
     ]

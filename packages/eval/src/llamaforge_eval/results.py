@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from llamaforge_eval.errors import EvalError
@@ -10,14 +12,35 @@ from llamaforge_eval.errors import EvalError
 FORMAT = "llamaforge-eval-results"
 
 
-def write_results(path: Path, results: dict) -> None:
+def check_results_path(path: Path) -> Path:
+    """Make sure results can be written to ``path`` before an evaluation starts: not a dir, in
+    a dir that exists (made here) and is writable.
+
+    Raises:
+        EvalError: naming why.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps({"format": FORMAT, "version": 1, **results}, indent=2, ensure_ascii=False)
-        + "\n",
-        encoding="utf-8",
-    )
+    if path.is_dir():
+        raise EvalError(f"{path} is a directory; give a file name for the results (.json)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}."):
+            pass
+    except OSError as exc:
+        raise EvalError(f"{path}: cannot write there ({exc.strerror or exc})") from None
+    return path
+
+
+def write_results(path: Path, results: dict) -> None:
+    """Write ``results`` as JSON; the file appears whole or not at all."""
+    path = check_results_path(path)
+    body = json.dumps({"format": FORMAT, "version": 1, **results}, indent=2, ensure_ascii=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(body + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_results(path: Path) -> dict:
