@@ -413,3 +413,18 @@ def test_export_model_is_built_from_the_trained_state_alone(tiny_model):
     del state["model.norm.weight"]
     with pytest.raises(TrainError, match=r"do not fit the model: missing \['model.norm.weight'\]"):
         causal_lm_from_state(tiny_model, state)
+
+
+def test_cpu_peak_is_an_upper_bound_of_real_matmuls():
+    """MFU divides by the CPU's instruction-set peak (threads × top clock × FLOPs per cycle),
+    which no matmul may beat — a timed matmul as the peak let MFU pass 100 %."""
+    import torch
+
+    from llamaforge_trainer.metrics import cpu_peak_flops, measure_matmul_flops
+
+    peak = cpu_peak_flops(torch.float32)
+    if peak is None:
+        pytest.skip("no /proc/cpuinfo")
+    best = measure_matmul_flops(torch.device("cpu"), torch.float32, size=2048, seconds=2.0)
+    assert best <= peak[0], (best, peak)
+    assert "FLOP/cycle" in peak[1]

@@ -13,6 +13,7 @@ from llamaforge_trainer.config import (
     load_config,
 )
 from llamaforge_trainer.errors import TrainError
+from llamaforge_trainer.quiet import quiet_known_messages
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -42,5 +43,6 @@ __all__ = [
     "__version__",
     "build_config",
     "load_config",
+    "quiet_known_messages",
     "train",
 ]

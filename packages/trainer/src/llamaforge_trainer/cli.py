@@ -55,19 +55,25 @@ def train(
         typer.Option("--set", help="Override a setting: KEY=VALUE, dotted (stages.0.lr=1e-3)."),
     ] = None,
     nproc: Annotated[int, typer.Option(help="Processes on this machine (launches torchrun).")] = 1,
+    verbose: Annotated[
+        bool, typer.Option(help="Show third-party hints that are filtered by default.")
+    ] = False,
 ) -> None:
     """Train the stages of CONFIG; resume from its latest checkpoint; export an HF dir."""
     from llamaforge_trainer.config import load_config
+    from llamaforge_trainer.quiet import quiet_known_messages
+
+    quiet_known_messages(verbose)
 
     if nproc < 1:
         raise TrainError(f"--nproc: must be ≥ 1, got {nproc}")
     cfg = load_config(config, list(set_ or []))  # validate before launching anything
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        raise typer.Exit(_torchrun(cfg, nproc))
+        raise typer.Exit(_torchrun(cfg, nproc, verbose))
     run(cfg, _console(ctx))
 
 
-def _torchrun(cfg: TrainConfig, nproc: int) -> int:
+def _torchrun(cfg: TrainConfig, nproc: int, verbose: bool) -> int:
     """Start ``nproc`` copies of this trainer under torchrun, each reading the validated config
     (overrides applied) from ``output_dir/launch.json``."""
     out = Path(cfg.output_dir)
@@ -76,7 +82,7 @@ def _torchrun(cfg: TrainConfig, nproc: int) -> int:
     launch.write_text(cfg.model_dump_json(indent=2) + "\n", encoding="utf-8")
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     cmd = [torchrun, "--standalone", f"--nproc_per_node={nproc}", "-m", "llamaforge_trainer"]
-    return subprocess.run([*cmd, str(launch)]).returncode
+    return subprocess.run([*cmd, str(launch), *(["--verbose"] if verbose else [])]).returncode
 
 
 def run(cfg: TrainConfig, console: Console) -> TrainResult:

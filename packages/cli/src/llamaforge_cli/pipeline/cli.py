@@ -22,12 +22,17 @@ def run(
     recipe: Annotated[Path, typer.Argument(help="Pipeline recipe (.toml).")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
     start: Annotated[str | None, typer.Option("--from", help="Rerun from this stage on.")] = None,
+    verbose: Annotated[
+        bool, typer.Option(help="Show third-party hints that are filtered by default.")
+    ] = False,
 ) -> None:
     """Run RECIPE's stages, skipping those whose inputs and settings are unchanged."""
     from llamaforge_cli.pipeline.recipe import load_recipe
     from llamaforge_cli.pipeline.runner import plan
     from llamaforge_cli.pipeline.runner import run as run_pipeline
+    from llamaforge_trainer import quiet_known_messages
 
+    quiet_known_messages(verbose)
     console = console_of(ctx)
     loaded = load_recipe(recipe)
     rows = (
