@@ -428,3 +428,24 @@ def test_cpu_peak_is_an_upper_bound_of_real_matmuls():
     best = measure_matmul_flops(torch.device("cpu"), torch.float32, size=2048, seconds=2.0)
     assert best <= peak[0], (best, peak)
     assert "FLOP/cycle" in peak[1]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_known_third_party_hints_are_filtered_unless_verbose(verbose):
+    import subprocess
+    import sys
+
+    code = f"""
+import logging, warnings
+from llamaforge_trainer import quiet_known_messages
+quiet_known_messages(verbose={verbose})
+warnings.warn("Please install apex from source (https://github.com/NVIDIA/apex) to use it")
+logging.getLogger("bitsandbytes.backends.cpu.ops").warning(
+    "Failed to load CPU gemm_4bit_forward from kernels-community: no network")
+warnings.warn("a warning of our own stays")
+logging.getLogger("elsewhere").warning("so does any other log line")
+"""
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr
+    assert "a warning of our own stays" in err and "so does any other log line" in err
+    assert ("Please install apex" in err) is verbose
+    assert ("gemm_4bit_forward" in err) is verbose

@@ -22,6 +22,12 @@ KNOWN_MESSAGES = (
 
 
 class _KnownMessages(logging.Filter):
+    def __eq__(self, other: object) -> bool:  # one per handler, however often it is installed
+        return isinstance(other, _KnownMessages)
+
+    def __hash__(self) -> int:
+        return hash(_KnownMessages)
+
     def filter(self, record: logging.LogRecord) -> bool:
         import re
 
@@ -36,5 +42,9 @@ def quiet_known_messages(verbose: bool = False) -> None:
         return
     for pattern in KNOWN_MESSAGES:
         warnings.filterwarnings("ignore", message=pattern)
-    for name in ("bitsandbytes", "colossalai", "transformers"):
-        logging.getLogger(name).addFilter(_KnownMessages())
+    # A logger's filter sees only its own records, not its children's: filter where records
+    # are printed (the root's handlers, or Python's last resort when there are none).
+    known = _KnownMessages()
+    for handler in [*logging.getLogger().handlers, logging.lastResort]:
+        if handler is not None and known not in handler.filters:
+            handler.addFilter(known)
