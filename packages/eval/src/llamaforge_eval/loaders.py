@@ -56,22 +56,31 @@ class Benchmark:
 
 
 def _csv_rows(path: Path, header: bool, width: int, strict: bool, where_skip: list[int]):
+    """``(line, row)`` per record, read the way the CSV module means files to be read (a file
+    object with ``newline=""``): a quoted field keeps its line breaks, ``\r\n`` inside it
+    included, and a BOM is dropped. ``line`` is the file's line where the record starts."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            start, first = 1, True
+            for row in reader:
+                lineno, start = start, reader.line_num + 1
+                if header and first:
+                    first = False
+                    continue
+                first = False
+                if not row:
+                    continue
+                if len(row) != width:
+                    if strict:
+                        raise EvalError(f"{path}:{lineno}: {len(row)} columns, expected {width}")
+                    where_skip.append(lineno)
+                    continue
+                yield lineno, row
     except UnicodeDecodeError as exc:
         raise EvalError(f"{path}: not UTF-8 ({exc.reason})") from None
-    reader = csv.reader(text.splitlines())
-    for lineno, row in enumerate(reader, start=1):
-        if header and lineno == 1:
-            continue
-        if not row:
-            continue
-        if len(row) != width:
-            if strict:
-                raise EvalError(f"{path}:{lineno}: {len(row)} columns, expected {width}")
-            where_skip.append(lineno)
-            continue
-        yield lineno, row
+    except csv.Error as exc:
+        raise EvalError(f"{path}: malformed CSV ({exc})") from None
 
 
 def _choice(path, lineno, question, options, answer, strict, skipped) -> Question | None:
@@ -81,10 +90,11 @@ def _choice(path, lineno, question, options, answer, strict, skipped) -> Questio
             raise EvalError(f"{path}:{lineno}: answer {answer!r} is not one of A, B, C, D")
         skipped.append(lineno)
         return None
+    # As lm-evaluation-harness's templates do: the question stripped, the options as written.
     return Question(
         question=question.strip(),
         answer=answer,
-        choices=tuple(zip(LETTERS, (o.strip() for o in options), strict=True)),
+        choices=tuple(zip(LETTERS, options, strict=True)),
     )
 
 
@@ -252,7 +262,13 @@ def load_benchmark(
 
 
 def _jsonl(path: Path):
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # split on "\n" only: str.splitlines would also split at U+2028 / U+2029, which JSON
+    # allows unescaped inside strings
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise EvalError(f"{path}: not UTF-8 ({exc.reason})") from None
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if line.strip():
             try:
                 yield lineno, json.loads(line)
@@ -284,7 +300,7 @@ def _agieval(path: Path, strict: bool) -> Subject:
 
 def _gaokao(path: Path, strict: bool) -> Subject:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
         examples = data["example"]
     except (ValueError, KeyError, TypeError) as exc:
         raise EvalError(f"{path}: not a GAOKAO-Bench file ({exc})") from None
