@@ -74,6 +74,7 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
     assert [r.action for r in first] == ["run"] * len(STAGES)
     report = (tmp_path / "out" / "report" / "report.md").read_text(encoding="utf-8")
     assert "Compression" in report and "Bits per character" in report and "Targets" in report
+    assert "evaluated on the same device: cpu in float32" in report
     assert (tmp_path / "out" / "report" / "loss.png").is_file()
     targets = json.loads((tmp_path / "out" / "report" / "targets.json").read_text())
     assert {t["target"].split(":")[0] for t in targets} == {"zh", "en"}

@@ -5,6 +5,7 @@ The model-running names (``Runner``, ``load_model``, ``evaluate_*``) import torc
 loaded on first use, so ``llamaforge --help`` and the loaders stay light.
 """
 
+from llamaforge_eval.device import resolve_device, resolve_dtype
 from llamaforge_eval.errors import EvalError
 from llamaforge_eval.loaders import Benchmark, Question, gsm8k_number, load_benchmark
 from llamaforge_eval.results import compare, read_results, write_results
@@ -42,5 +43,7 @@ __all__ = [
     "load_benchmark",
     "load_model",
     "read_results",
+    "resolve_device",
+    "resolve_dtype",
     "write_results",
 ]

@@ -69,6 +69,16 @@ def run(
     subjects: Annotated[list[str] | None, typer.Option(help="Only these subjects.")] = None,
     batch_size: Annotated[int, typer.Option(help="Questions per forward pass.")] = 8,
     nproc: Annotated[int, typer.Option(help="Worker processes (one model each).")] = 1,
+    device: Annotated[
+        str, typer.Option(help="auto (the GPU when there is one), cpu, cuda or cuda:N.")
+    ] = "auto",
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="auto (the checkpoint's bf16 / fp16 where the device computes it natively, "
+            "else float32), float32, bfloat16 or float16."
+        ),
+    ] = "auto",
     max_docs: Annotated[
         int | None, typer.Option(help="Score only the first N documents of each --text label.")
     ] = None,
@@ -103,6 +113,8 @@ def run(
             subjects=subjects,
             batch_size=batch_size,
             nproc=nproc,
+            device=device,
+            dtype=dtype,
             max_docs=max_docs,
             backend=backend,
             vllm_args=vllm_args,
@@ -115,6 +127,7 @@ def run(
 
 
 def print_results(console: Console, results: dict) -> None:
+    console.print(f"{results['model']} on {results['device']} in {results['dtype']}")
     if results["benchmarks"]:
         table = Table(title=f"benchmarks — {results['model']}")
         for col in ("benchmark", "subject", "metric", "shots", "n", "skipped", "accuracy"):

@@ -152,11 +152,15 @@ def evaluate_model(
     max_docs: int | None = None,
     backend: str = "transformers",
     vllm_args: dict | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
     on_status: Callable[[str], None] | None = None,
 ) -> dict:
     """Evaluate the HF model dir ``model`` on benchmarks (kind → dir in its official layout)
     and held-out text (label → files); returns the results dict that :func:`write_results`
-    writes. Every input is checked before the model loads."""
+    writes. ``device`` / ``dtype``: see :mod:`llamaforge_eval.device` (``auto``: the GPU when
+    there is one, the checkpoint's bf16 / fp16 where the device computes it natively); the
+    results say which were used. Every input is checked before the model loads."""
     from llamaforge_eval.loaders import load_benchmark
 
     benchmarks, texts = benchmarks or {}, texts or {}
@@ -178,26 +182,43 @@ def evaluate_model(
             raise EvalError(f"{name} must be ≥ {low}, got {value}")
     if max_docs is not None and max_docs < 1:
         raise EvalError(f"max_docs must be ≥ 1, got {max_docs}")
+    from llamaforge_eval.device import resolve_device, resolve_dtype
+
     loaded = [
         load_benchmark(kind, folder, subjects=subjects) for kind, folder in benchmarks.items()
     ]
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, Path(model), device)
     if backend == "vllm":
         from llamaforge_eval.vllm_runner import VllmRunner
 
-        runner = VllmRunner(model, **(vllm_args or {}))
+        runner = VllmRunner(model, **{"dtype": dtype, **(vllm_args or {})})
     else:
         from llamaforge_eval.runner import load_model
 
-        model_obj, tok = load_model(model)
+        model_obj, tok = load_model(model, device=device, dtype=dtype)
         runner = Runner(model_obj, tok, batch_size=batch_size)
-    results: dict = {"model": str(model), "benchmarks": {}, "text": {}}
+    results: dict = {
+        "model": str(model),
+        "device": device if nproc <= 1 or not loaded else f"{device} ({nproc} processes)",
+        "dtype": dtype,
+        "benchmarks": {},
+        "text": {},
+    }
     start = time.perf_counter()
     if nproc > 1 and loaded:
         from llamaforge_eval.parallel import evaluate_parallel
 
         status(f"{len(loaded)} benchmarks on {nproc} processes")
         results["benchmarks"] = evaluate_parallel(
-            model, loaded, n_shots=shots, metric=metric, nproc=nproc, batch_size=batch_size
+            model,
+            loaded,
+            n_shots=shots,
+            metric=metric,
+            nproc=nproc,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
         )
     for b in loaded if nproc <= 1 else []:
         status(f"{b.name}: {sum(len(s.questions) for s in b.subjects)} questions")

@@ -1,8 +1,8 @@
 """Data-parallel evaluation: subjects spread over worker processes (one model per process).
 
-Each worker loads the model once (on ``cuda:rank`` when there are GPUs, else on the CPU with its
-share of the cores) and scores whole subjects, so every subject keeps its cached few-shot
-prefix. Results are merged in the benchmark's subject order.
+Each worker loads the model once, in the run's dtype (from ``cuda:0`` on, the GPUs in turn; on
+the CPU with its share of the cores), and scores whole subjects, so every subject keeps its
+cached few-shot prefix. Results are merged in the benchmark's subject order.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from llamaforge_eval.loaders import Benchmark
 _STATE: dict = {}
 
 
-def _init(model_dir: str, batch_size: int, threads: int, rank_counter) -> None:
+def _init(
+    model_dir: str, batch_size: int, threads: int, rank_counter, device: str, dtype: str
+) -> None:
     import torch
 
     from llamaforge_eval.runner import Runner, load_model
@@ -25,12 +27,11 @@ def _init(model_dir: str, batch_size: int, threads: int, rank_counter) -> None:
     with rank_counter.get_lock():
         rank = rank_counter.value
         rank_counter.value += 1
-    device = "cpu"
-    if torch.cuda.is_available():
-        device = f"cuda:{rank % torch.cuda.device_count()}"
-    else:
+    if device == "cuda:0" and torch.cuda.device_count() > 1:
+        device = f"cuda:{rank % torch.cuda.device_count()}"  # the GPUs in turn
+    elif device == "cpu":
         torch.set_num_threads(threads)
-    model, tok = load_model(model_dir, device=device)
+    model, tok = load_model(model_dir, device=device, dtype=dtype)
     _STATE["runner"] = Runner(model, tok, batch_size=batch_size)
 
 
@@ -48,6 +49,8 @@ def evaluate_parallel(
     metric: str,
     nproc: int,
     batch_size: int = 8,
+    device: str = "cpu",
+    dtype: str = "float32",
 ) -> dict[str, dict]:
     """Like :func:`evaluate_benchmark` for each benchmark, with ``nproc`` processes."""
     ctx = multiprocessing.get_context("spawn")
@@ -58,7 +61,7 @@ def evaluate_parallel(
         nproc,
         mp_context=ctx,
         initializer=_init,
-        initargs=(str(model_dir), batch_size, threads, counter),
+        initargs=(str(model_dir), batch_size, threads, counter, device, dtype),
     ) as pool:
         futures = [
             pool.submit(_score, Benchmark(b.name, b.kind, [s], b.language), n_shots, metric)

@@ -26,11 +26,17 @@ class ChoiceScores:
     loglik: list[float]  # log p(continuation | prompt)
 
 
-def load_model(model_dir: str | Path, *, dtype: torch.dtype = torch.float32, device: str = "cpu"):
-    """(model, tokenizer) from an HF dir; a dir without a tokenizer is an error."""
+def load_model(model_dir: str | Path, *, device: str = "auto", dtype: str = "auto"):
+    """(model, tokenizer) from an HF dir on ``device`` in ``dtype`` (see
+    :mod:`llamaforge_eval.device`: ``auto`` picks the GPU and the checkpoint's half precision
+    where it is native); a dir without a tokenizer is an error."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from llamaforge_eval.device import resolve_device, resolve_dtype
+
     model_dir = Path(model_dir)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, model_dir, device)
     if not (model_dir / "config.json").is_file():
         raise EvalError(f"{model_dir}: not an HF model dir (no config.json)")
     if not any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
@@ -40,7 +46,7 @@ def load_model(model_dir: str | Path, *, dtype: torch.dtype = torch.float32, dev
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = (
         AutoModelForCausalLM.from_pretrained(
-            str(model_dir), torch_dtype=dtype, attn_implementation="sdpa"
+            str(model_dir), torch_dtype=getattr(torch, dtype), attn_implementation="sdpa"
         )
         .to(device)
         .eval()

@@ -73,6 +73,12 @@ class EvalSettings(_Section):
     """How a multiple-choice answer is picked."""
     max_docs: PositiveInt | None = None
     """Score only the first N held-out documents per label (keeps a CPU demo short)."""
+    device: str = "auto"
+    """Where every model of the run is evaluated: auto (the GPU when there is one), cpu,
+    cuda or cuda:N — one device for all, so they compare."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """One precision for every model evaluated (auto: the base model's bf16 / fp16 where the
+    device computes it natively, else float32)."""
 
 
 class Recipe(_Section):

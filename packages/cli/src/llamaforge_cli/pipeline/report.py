@@ -148,6 +148,9 @@ def write_report(recipe: Recipe, folder: Path) -> Path:
     bits_lines, bits_checks = _bits_section(base, result)
     checks += bits_checks
     lines = ["# llamaforge pipeline report", "", f"Recipe: `{recipe.path}`", ""]
+    if base.get("device"):
+        where = f"{base['device']} in {base['dtype']}"
+        lines += [f"Base model and result evaluated on the same device: {where}.", ""]
     lines += [*compression_lines, "", *bits_lines]
     benchmark_lines = _benchmark_section(base, result)
     lines += ["", *benchmark_lines] if benchmark_lines else []

@@ -142,12 +142,15 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         run_training(config, console=console)
 
     def evaluate(folder: Path) -> None:
-        from llamaforge_eval import evaluate_model, write_results
+        from llamaforge_eval import evaluate_model, resolve_device, resolve_dtype, write_results
         from llamaforge_tokenizer import measure, plot_compression
 
         e = recipe.eval
         texts = _text_files(recipe)
         benchmarks = {kind: recipe.resolve(d) for kind, d in e.benchmarks.items()}
+        # one device and one precision for every model, decided from the base model
+        device = resolve_device(e.device)
+        dtype = resolve_dtype(e.dtype, base(), device)
         for label, model in (("base", base()), ("result", at.run_dir / "export")):
             with console.status(f"evaluating {label}") as status:
                 results = evaluate_model(
@@ -157,6 +160,8 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
                     shots=e.shots,
                     metric=e.metric,
                     max_docs=e.max_docs,
+                    device=device,
+                    dtype=dtype,
                     on_status=lambda m, label=label, status=status: status.update(f"{label}: {m}"),
                 )
             write_results(folder / f"{label}.json", results)
