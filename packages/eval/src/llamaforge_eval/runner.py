@@ -113,15 +113,21 @@ class Runner(PromptRunner):
 
     @torch.no_grad()
     def last_logits(self, prefix_ids: list[int], suffixes: list[list[int]]) -> torch.Tensor:
-        """Logits ``[n, vocab]`` after each ``prefix + suffix`` (prefix computed once)."""
+        """Logits ``[n, vocab]`` after each ``prefix + suffix`` (prefix computed once).
+
+        Suffixes are batched longest first (little padding; rows come back in the given
+        order), and only each row's last position goes through the output layer — the
+        vocabulary projection of every other position would be thrown away."""
         from transformers import DynamicCache
 
         cache = self.prefix_cache(prefix_ids) if prefix_ids else None
         legacy = cache.to_legacy_cache() if cache is not None else None
-        rows = []
+        order = sorted(range(len(suffixes)), key=lambda i: -len(suffixes[i]))
+        rows: list[torch.Tensor] = [torch.empty(0)] * len(suffixes)
         p = len(prefix_ids)
-        for lo in range(0, len(suffixes), self.batch_size):
-            part = suffixes[lo : lo + self.batch_size]
+        for lo in range(0, len(order), self.batch_size):
+            picked = order[lo : lo + self.batch_size]
+            part = [suffixes[i] for i in picked]
             width = max(len(s) for s in part)
             ids = torch.full((len(part), width), self.tok.pad_token_id or 0, dtype=torch.long)
             mask = torch.zeros((len(part), p + width), dtype=torch.long)
@@ -138,16 +144,29 @@ class Runner(PromptRunner):
                     )
                 )
             pos = torch.arange(p, p + width).expand(len(part), -1)
-            out = self.model(
+            last = torch.tensor([len(s) - 1 for s in part], device=self.device)
+            logits = self._logits_at(
+                last,
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 position_ids=pos.to(self.device),
                 use_cache=False,
                 **kwargs,
             )
-            last = torch.tensor([len(s) - 1 for s in part], device=self.device)
-            rows.append(out.logits[torch.arange(len(part)), last].float().cpu())
-        return torch.cat(rows)
+            for k, i in enumerate(picked):
+                rows[i] = logits[k]
+        return torch.stack(rows)
+
+    def _logits_at(self, last: torch.Tensor, **inputs) -> torch.Tensor:
+        """fp32 logits ``[batch, vocab]`` at position ``last[b]`` of each row: the decoder's
+        hidden states there, then the output layer on those rows alone."""
+        rows = torch.arange(len(last), device=last.device)
+        decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else None
+        head = self.model.get_output_embeddings()
+        if decoder is None or head is None:  # not a plain decoder + head: full logits
+            return self.model(**inputs).logits[rows, last].float().cpu()
+        hidden = decoder(**inputs).last_hidden_state[rows, last]
+        return head(hidden).float().cpu()
 
     def _next_token_scores(self, prompts: list[list[int]], tokens: list[int]) -> list[ChoiceScores]:
         # Cache exactly the tokens every prompt shares. Encoding the prefix alone would not do:
