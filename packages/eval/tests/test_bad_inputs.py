@@ -10,7 +10,9 @@ from llamaforge_eval.cli import main
 CASES = {
     "results path is a dir": (["-o", "."], "is a directory; give a file name"),
     "results where nothing can be written": (["-o", "/proc/llamaforge/r.json"], "cannot write"),
-    "zero batch size": (["--batch-size", "0"], "batch_size must be ≥ 1, got 0"),
+    "zero batch size": (["--batch-size", "0"], "batch_size must be ≥ 1 or 'auto', got 0"),
+    "negative batch size": (["--batch-size", "-3"], "batch_size must be ≥ 1 or 'auto', got -3"),
+    "a batch size that is no number": (["--batch-size", "big"], "must be a number or auto"),
     "negative shots": (["--shots", "-2"], "shots must be ≥ 0, got -2"),
     "zero processes": (["--nproc", "0"], "nproc must be ≥ 1, got 0"),
     "zero documents": (["--max-docs", "0"], "max_docs must be ≥ 1, got 0"),

@@ -308,3 +308,15 @@ def test_agieval_combined_equals_first_token_then_generation(kind, fixtures, tin
         for p, q in zip(first[s.name], s.questions, strict=True)
     )
     assert result["accuracy"] == (correct + rescued) / result["questions"]
+
+
+def test_auto_batch_size_gives_the_same_predictions(fixtures, tiny_eval_model):
+    """``--batch-size auto`` sizes batches to the memory; predictions do not change."""
+    model, tok = load_model(tiny_eval_model)
+    bench = load_benchmark("mmlu", fixtures / "mmlu")
+    fixed = evaluate_benchmark(Runner(model, tok, batch_size=2), bench, n_shots=2, metric="loglik")
+    auto_runner = Runner(model, tok, batch_size=None)
+    auto = evaluate_benchmark(auto_runner, bench, n_shots=2, metric="loglik")
+    for name, subject in fixed["subjects"].items():
+        assert auto["subjects"][name]["predictions"] == subject["predictions"]
+    assert 1 <= auto_runner._auto_batch(prefix=500, longest=300) <= 64

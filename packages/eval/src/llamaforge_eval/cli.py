@@ -48,6 +48,15 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, list[Path]]:
     return out
 
 
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise EvalError(f"--batch-size must be a number or auto, got {text!r}") from None
+
+
 @app.command()
 def run(
     ctx: typer.Context,
@@ -67,7 +76,9 @@ def run(
         str, typer.Option(help="first-token, loglik or agieval-combined.")
     ] = "first-token",
     subjects: Annotated[list[str] | None, typer.Option(help="Only these subjects.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Questions per forward pass.")] = 8,
+    batch_size: Annotated[
+        str, typer.Option(help="Questions per forward pass, or auto (what fits the memory).")
+    ] = "8",
     nproc: Annotated[int, typer.Option(help="Worker processes (one model each).")] = 1,
     device: Annotated[
         str, typer.Option(help="auto (the GPU when there is one), cpu, cuda or cuda:N.")
@@ -111,7 +122,7 @@ def run(
             shots=shots,
             metric=metric,
             subjects=subjects,
-            batch_size=batch_size,
+            batch_size=_batch_size(batch_size),
             nproc=nproc,
             device=device,
             dtype=dtype,

@@ -147,7 +147,7 @@ def evaluate_model(
     shots: int = 5,
     metric: str = "first-token",
     subjects: list[str] | None = None,
-    batch_size: int = 8,
+    batch_size: int | str = 8,
     nproc: int = 1,
     max_docs: int | None = None,
     backend: str = "transformers",
@@ -173,11 +173,11 @@ def evaluate_model(
         raise EvalError("nproc is for the transformers backend; vLLM batches by itself")
     if metric not in METRICS:
         raise EvalError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    for name, value, low in (
-        ("shots", shots, 0),
-        ("batch_size", batch_size, 1),
-        ("nproc", nproc, 1),
-    ):
+    if batch_size == "auto":
+        batch_size = None  # the runner sizes batches to the memory
+    elif not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise EvalError(f"batch_size must be ≥ 1 or 'auto', got {batch_size!r}")
+    for name, value, low in (("shots", shots, 0), ("nproc", nproc, 1)):
         if value < low:
             raise EvalError(f"{name} must be ≥ {low}, got {value}")
     if max_docs is not None and max_docs < 1:

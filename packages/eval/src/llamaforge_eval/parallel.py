@@ -18,7 +18,7 @@ _STATE: dict = {}
 
 
 def _init(
-    model_dir: str, batch_size: int, threads: int, rank_counter, device: str, dtype: str
+    model_dir: str, batch_size: int | None, threads: int, rank_counter, device: str, dtype: str
 ) -> None:
     import torch
 
@@ -48,7 +48,7 @@ def evaluate_parallel(
     n_shots: int,
     metric: str,
     nproc: int,
-    batch_size: int = 8,
+    batch_size: int | None = 8,
     device: str = "cpu",
     dtype: str = "float32",
 ) -> dict[str, dict]:

@@ -98,7 +98,10 @@ class PromptRunner:
 class Runner(PromptRunner):
     """Scores prompts with a transformers model; ``batch_size`` questions per forward pass."""
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 8, max_length: int | None = None):
+    def __init__(
+        self, model, tokenizer, *, batch_size: int | None = 8, max_length: int | None = None
+    ):
+        # batch_size None: "auto" (see _auto_batch)
         self.model, self.tok, self.batch_size = model, tokenizer, batch_size
         self.max_length = max_length or getattr(model.config, "max_position_embeddings", 2048)
         self.device = next(model.parameters()).device
@@ -118,44 +121,73 @@ class Runner(PromptRunner):
         Suffixes are batched longest first (little padding; rows come back in the given
         order), and only each row's last position goes through the output layer — the
         vocabulary projection of every other position would be thrown away."""
-        from transformers import DynamicCache
-
         cache = self.prefix_cache(prefix_ids) if prefix_ids else None
         legacy = cache.to_legacy_cache() if cache is not None else None
         order = sorted(range(len(suffixes)), key=lambda i: -len(suffixes[i]))
         rows: list[torch.Tensor] = [torch.empty(0)] * len(suffixes)
-        p = len(prefix_ids)
-        for lo in range(0, len(order), self.batch_size):
-            picked = order[lo : lo + self.batch_size]
-            part = [suffixes[i] for i in picked]
-            width = max(len(s) for s in part)
-            ids = torch.full((len(part), width), self.tok.pad_token_id or 0, dtype=torch.long)
-            mask = torch.zeros((len(part), p + width), dtype=torch.long)
-            mask[:, :p] = 1
-            for k, s in enumerate(part):
-                ids[k, : len(s)] = torch.tensor(s)
-                mask[k, p : p + len(s)] = 1
-            kwargs = {}
-            if legacy is not None:
-                kwargs["past_key_values"] = DynamicCache.from_legacy_cache(
-                    tuple(
-                        (k.expand(len(part), -1, -1, -1), v.expand(len(part), -1, -1, -1))
-                        for k, v in legacy
-                    )
-                )
-            pos = torch.arange(p, p + width).expand(len(part), -1)
-            last = torch.tensor([len(s) - 1 for s in part], device=self.device)
-            logits = self._logits_at(
-                last,
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                position_ids=pos.to(self.device),
-                use_cache=False,
-                **kwargs,
-            )
+        size = self.batch_size or self._auto_batch(len(prefix_ids), len(suffixes[order[0]]))
+        lo = 0
+        while lo < len(order):
+            picked = order[lo : lo + size]
+            try:
+                logits = self._batch_logits(len(prefix_ids), legacy, [suffixes[i] for i in picked])
+            except torch.cuda.OutOfMemoryError:
+                if self.batch_size or size == 1:
+                    raise
+                size //= 2  # auto: the longest rows come first, so a size that fits now fits
+                torch.cuda.empty_cache()
+                continue
             for k, i in enumerate(picked):
                 rows[i] = logits[k]
+            lo += len(picked)
         return torch.stack(rows)
+
+    def _batch_logits(self, p: int, legacy, part: list[list[int]]) -> torch.Tensor:
+        """Logits at the last token of each of ``part`` (right-padded), after the cached
+        ``p``-token prefix."""
+        from transformers import DynamicCache
+
+        width = max(len(s) for s in part)
+        ids = torch.full((len(part), width), self.tok.pad_token_id or 0, dtype=torch.long)
+        mask = torch.zeros((len(part), p + width), dtype=torch.long)
+        mask[:, :p] = 1
+        for k, s in enumerate(part):
+            ids[k, : len(s)] = torch.tensor(s)
+            mask[k, p : p + len(s)] = 1
+        kwargs = {}
+        if legacy is not None:
+            kwargs["past_key_values"] = DynamicCache.from_legacy_cache(
+                tuple(
+                    (k.expand(len(part), -1, -1, -1), v.expand(len(part), -1, -1, -1))
+                    for k, v in legacy
+                )
+            )
+        pos = torch.arange(p, p + width).expand(len(part), -1)
+        last = torch.tensor([len(s) - 1 for s in part], device=self.device)
+        return self._logits_at(
+            last,
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=pos.to(self.device),
+            use_cache=False,
+            **kwargs,
+        )
+
+    def _auto_batch(self, prefix: int, longest: int) -> int:
+        """``--batch-size auto``: on a GPU start at 128 rows and halve on out-of-memory; on the
+        CPU (where running out of memory kills the process) the rows whose KV cache and
+        activations fit a quarter of the available memory, at most 64."""
+        if self.device.type == "cuda":
+            return 128
+        c = self.model.config
+        elem = next(self.model.parameters()).element_size()
+        heads = c.num_attention_heads
+        kv_heads = getattr(c, "num_key_value_heads", heads)
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+        kv = (prefix + longest) * c.num_hidden_layers * 2 * kv_heads * head_dim * elem
+        inter = getattr(c, "intermediate_size", 4 * c.hidden_size)
+        act = longest * (8 * c.hidden_size + 3 * inter + heads * (prefix + longest)) * elem
+        return max(1, min(64, int(0.25 * _available_memory() // max(1, kv + act))))
 
     def _logits_at(self, last: torch.Tensor, **inputs) -> torch.Tensor:
         """fp32 logits ``[batch, vocab]`` at position ``last[b]`` of each row: the decoder's
@@ -224,3 +256,14 @@ class Runner(PromptRunner):
 
 def bits(nats: float) -> float:
     return nats / math.log(2)
+
+
+def _available_memory() -> int:
+    """Bytes the system can still give (MemAvailable), or 4 GiB where that is unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
