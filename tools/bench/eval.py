@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Benchmark: our evaluator vs lm-evaluation-harness on the same model, questions and CPU.
 
-Questions: generated arithmetic multiple choice in MMLU's official layout (4 subjects × 60 test
-questions + 5 dev shots), written to a temporary dir. Both sides score 5-shot log-likelihood of
-" A".." D" after "Answer:" with SmolLM2-135M in fp32, run as command-line tools in fresh
-processes (so both pay start-up and model loading). lm-eval (``lm-eval`` from PyPI) lives in its
-own virtualenv, ``.venv-lm-eval`` (its pins differ); ``--setup`` creates it. It is pointed at the
-same CSV files through a local task config.
+Questions shaped like real MMLU ones, in MMLU's official layout (4 subjects × 60 test questions
++ 5 dev shots), written to a temporary dir: each question is a passage of real held-out English
+text (Botchan, Lee news) over two or three lines, of mixed length (5 to 120 words), then a
+question line; the options are phrases of the same text, as written (some end in a space).
+Both sides score the log-likelihood of " A".." D" after "Answer:" with SmolLM2-135M in fp32 on
+the CPU, at 0 and at 5 shots, run as command-line tools in fresh processes (so both pay
+start-up and model loading), one after the other, with the same threads. lm-eval
+(``lm-eval`` from PyPI) lives in its own virtualenv, ``.venv-lm-eval`` (its pins differ);
+``--setup`` creates it. It is pointed at the same CSV files through a local task config.
 
-Prints questions/s of each, their ratio (target ≥ 3×) and the share of identical predictions
-(must be 100 %).
+Prints, per shot count, questions/s of each, their ratio (targets: ≥ 1.4× at 0 shots, ≥ 6× at
+5) and the share of identical predictions, overall and among the questions whose top-2
+log-likelihood margin (lm-eval's scores) is above 0.01 nats (must be 100 %).
 
     python tools/bench/eval.py --setup      # once: the lm-eval virtualenv
     python tools/bench/eval.py [--questions 60] [--batch-size 16] [--backend vllm]
@@ -32,32 +36,38 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LM_EVAL_VENV = ROOT / ".venv-lm-eval"
 VLLM_VENV = ROOT / ".venv-vllm"  # the workspace's hatch env `vllm`
-SUBJECTS = {"addition": "+", "subtraction": "-", "multiplication": "*", "comparison": "max"}
+SUBJECTS = ("literature", "news", "history", "geography")
 
 
-def _question(op: str, rng: random.Random) -> list[str]:
-    a, b = rng.randint(2, 60), rng.randint(2, 60)
-    if op == "max":
-        text, value = f"Which is larger, {a} or {b}?", max(a, b)
-    else:
-        value = {"+": a + b, "-": a - b, "*": a * b}[op]
-        text = f"What is {a} {op} {b}?"
-    options = {value}
+def _question(docs: list[str], rng: random.Random) -> list[str]:
+    words = rng.choice(docs).split()
+    n = rng.randint(5, min(120, max(6, len(words))))
+    cut = sorted(rng.sample(range(1, n), min(2, n - 1)))
+    lines = [" ".join(words[i:j]) for i, j in zip([0, *cut], [*cut, n], strict=True)]
+    question = "\n".join([*lines, "Which words come from the passage above?"])
+    options = []
     while len(options) < 4:
-        options.add(value + rng.choice([-3, -2, -1, 1, 2, 3, 10]))
-    opts = sorted(options)
-    rng.shuffle(opts)
-    return [text, *map(str, opts), "ABCD"[opts.index(value)]]
+        k = rng.randint(0, max(0, len(words) - 4))
+        phrase = " ".join(words[k : k + rng.randint(1, 4)]) + rng.choice(["", "", " "])
+        if phrase not in options:
+            options.append(phrase)
+    return [question, *options, rng.choice("ABCD")]
 
 
 def write_questions(root: Path, n: int) -> int:
+    from llamaforge_cli.assets import ensure_asset
+
     rng = random.Random(0)
-    for subject, op in SUBJECTS.items():
+    docs = []
+    for name in ("botchan", "lee-news"):
+        text = (ensure_asset(name) / "heldout.txt").read_text(encoding="utf-8")
+        docs += [d for d in text.splitlines() if len(d.split()) >= 8]
+    for subject in SUBJECTS:
         for split, count in (("dev", 5), ("test", n)):
             path = root / "data" / split / f"{subject}_{split}.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w", newline="") as fh:
-                csv.writer(fh).writerows(_question(op, rng) for _ in range(count))
+                csv.writer(fh).writerows(_question(docs, rng) for _ in range(count))
     return n * len(SUBJECTS)
 
 
@@ -95,7 +105,7 @@ def write_lm_eval_tasks(root: Path, tasks: Path) -> list[str]:
 
 
 def run_ours(
-    model: Path, bench: Path, out: Path, batch: int, backend: str = "transformers"
+    model: Path, bench: Path, out: Path, batch: int, shots: int, backend: str = "transformers"
 ) -> tuple[float, dict]:
     python = VLLM_VENV / "bin" / "python" if backend == "vllm" else Path(sys.executable)
     cmd = [
@@ -108,11 +118,15 @@ def run_ours(
         "--bench",
         f"mmlu={bench}",
         "--shots",
-        "5",
+        str(shots),
         "--metric",
         "loglik",
         "--batch-size",
         str(batch),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
         "--backend",
         backend,
         "-o",
@@ -126,8 +140,9 @@ def run_ours(
 
 
 def run_lm_eval(
-    model: Path, tasks: Path, names: list[str], out: Path, batch: int
-) -> tuple[float, dict]:
+    model: Path, tasks: Path, names: list[str], out: Path, batch: int, shots: int
+) -> tuple[float, dict, dict]:
+    """(seconds, predictions, top-2 log-likelihood margins) per subject."""
     cmd = [
         str(LM_EVAL_VENV / "bin" / "lm_eval"),
         "--model",
@@ -139,7 +154,7 @@ def run_lm_eval(
         "--include_path",
         str(tasks),
         "--num_fewshot",
-        "5",
+        str(shots),
         "--batch_size",
         str(batch),
         "--device",
@@ -158,15 +173,16 @@ def run_lm_eval(
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"lm-eval failed:\n{done.stderr[-3000:]}")
-    preds = {}
+    preds, margins = {}, {}
     for name in names:
         (path,) = sorted(out.rglob(f"samples_{name}_*.jsonl"))[-1:]
         rows = [json.loads(x) for x in path.read_text().splitlines()]
         rows.sort(key=lambda r: r["doc_id"])
-        preds[name.removeprefix("llamaforge_")] = [
-            "ABCD"[max(range(4), key=lambda k: float(r["filtered_resps"][k][0]))] for r in rows
-        ]
-    return seconds, preds
+        scores = [[float(r["filtered_resps"][k][0]) for k in range(4)] for r in rows]
+        subject = name.removeprefix("llamaforge_")
+        preds[subject] = ["ABCD"[max(range(4), key=v.__getitem__)] for v in scores]
+        margins[subject] = [sorted(v)[-1] - sorted(v)[-2] for v in scores]
+    return seconds, preds, margins
 
 
 def setup() -> int:
@@ -204,25 +220,49 @@ def main() -> int:
     from llamaforge_cli.assets import ensure_asset
 
     model = ensure_asset("smollm2-135m")
+    print(f"CPU: {_cpu_name()}; SmolLM2-135M fp32; batch size {args.batch_size}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(args.keep) if args.keep else Path(tmp)
         n = write_questions(tmp / "mmlu", args.questions)
         names = write_lm_eval_tasks(tmp / "mmlu", tmp / "tasks")
-        t_ours, ours = run_ours(
-            model, tmp / "mmlu", tmp / "ours.json", args.batch_size, args.backend
-        )
-        t_theirs, theirs = run_lm_eval(
-            model, tmp / "tasks", names, tmp / "lm-eval", args.batch_size
-        )
-    same = sum(a == b for s in ours for a, b in zip(ours[s], theirs[s], strict=True))
-    print(f"{n} questions (4 subjects, 5-shot, log-likelihood of ' A'..' D'), SmolLM2-135M fp32")
-    print(f"ours ({args.backend}): {t_ours:6.1f} s  {n / t_ours:6.2f} questions/s")
-    print(f"lm-eval: {t_theirs:6.1f} s  {n / t_theirs:6.2f} questions/s")
-    print(
-        f"speed-up: {t_theirs / t_ours:.1f}× (target ≥ 3×); identical predictions: "
-        f"{same}/{n} = {same / n:.1%} (must be 100 %)"
-    )
+        for shots, target in ((0, 1.4), (5, 6.0)):
+            t_ours, ours = run_ours(
+                model,
+                tmp / "mmlu",
+                tmp / f"ours-{shots}.json",
+                args.batch_size,
+                shots,
+                args.backend,
+            )
+            t_theirs, theirs, margins = run_lm_eval(
+                model, tmp / "tasks", names, tmp / f"lm-eval-{shots}", args.batch_size, shots
+            )
+            pairs = [
+                (a == b, m)
+                for s in ours
+                for a, b, m in zip(ours[s], theirs[s], margins[s], strict=True)
+            ]
+            same = sum(ok for ok, _ in pairs)
+            clear = [ok for ok, m in pairs if m > 0.01]
+            print(f"{shots}-shot, {n} questions:")
+            print(f"  ours ({args.backend}): {t_ours:6.1f} s  {n / t_ours:6.2f} questions/s")
+            print(f"  lm-eval:  {t_theirs:6.1f} s  {n / t_theirs:6.2f} questions/s")
+            print(
+                f"  speed-up {t_theirs / t_ours:.2f}× (target ≥ {target}×); identical "
+                f"predictions {same}/{n}; where the margin is > 0.01 nats "
+                f"{sum(clear)}/{len(clear)} (must be all)"
+            )
     return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 if __name__ == "__main__":
