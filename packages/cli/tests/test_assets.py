@@ -62,7 +62,7 @@ def test_unknown_asset_names_the_close_ones():
 
 def test_unknown_asset_on_the_cli_is_one_red_line(capsys):
     assert main(["assets", "fetch", "smollm3"]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "unknown asset 'smollm3'" in out and "Traceback" not in out
 
 
