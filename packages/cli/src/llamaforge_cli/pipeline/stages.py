@@ -103,14 +103,17 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
     def expand(folder: Path) -> None:
         from llamaforge_tokenizer import expand_tokenizer
 
-        report = expand_tokenizer(base(), at.pieces, folder / at.tokenizer.name, pad_to=v.pad_to)
+        # overwrite: a resumed stage may find its own output of the crashed run (the
+        # package replaces only dirs it made)
+        out = folder / at.tokenizer.name
+        report = expand_tokenizer(base(), at.pieces, out, pad_to=v.pad_to, overwrite=True)
         console.print(f"{report.kind} tokenizer: {report.new_size:,} tokens")
 
     def init(folder: Path) -> None:
         from llamaforge_tokenizer import init_model
 
         with console.status("initialising embeddings"):
-            report = init_model(base(), at.tokenizer, folder / at.model.name)
+            report = init_model(base(), at.tokenizer, folder / at.model.name, overwrite=True)
         console.print(f"model: {report.old_rows:,} → {report.new_rows:,} rows")
 
     def pack(folder: Path) -> None:
@@ -122,7 +125,7 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
                 manifest = datapack.pack(
                     _sources(recipe, ds.sources),
                     TokenizeConfig(tokenizer_dir=at.tokenizer, max_length=ds.max_length),
-                    PackConfig(out_dir=folder / name, num_bins=ds.num_bins),
+                    PackConfig(out_dir=folder / name, num_bins=ds.num_bins, overwrite=True),
                     progress=lambda stage, n, name=name, status=status: status.update(
                         f"packing {name}: {stage} {n:,}"
                     ),
