@@ -108,11 +108,18 @@ class Runner(PromptRunner):
 
     @torch.no_grad()
     def prefix_cache(self, prefix_ids: list[int]):
+        """The KV cache of the shared prefix. Only the decoder runs: nobody reads the prefix's
+        logits, so the output layer is skipped there too."""
         from transformers import DynamicCache
 
         ids = torch.tensor([prefix_ids], device=self.device)
-        out = self.model(input_ids=ids, use_cache=True, past_key_values=DynamicCache())
-        return out.past_key_values
+        run = self._decoder() or self.model
+        return run(input_ids=ids, use_cache=True, past_key_values=DynamicCache()).past_key_values
+
+    def _decoder(self):
+        """The model's decoder (hidden states, no output layer), or None for another shape."""
+        has_head = self.model.get_output_embeddings() is not None
+        return self.model.get_decoder() if has_head and hasattr(self.model, "get_decoder") else None
 
     @torch.no_grad()
     def last_logits(self, prefix_ids: list[int], suffixes: list[list[int]]) -> torch.Tensor:
@@ -193,12 +200,11 @@ class Runner(PromptRunner):
         """fp32 logits ``[batch, vocab]`` at position ``last[b]`` of each row: the decoder's
         hidden states there, then the output layer on those rows alone."""
         rows = torch.arange(len(last), device=last.device)
-        decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else None
-        head = self.model.get_output_embeddings()
-        if decoder is None or head is None:  # not a plain decoder + head: full logits
+        decoder = self._decoder()
+        if decoder is None:  # not a plain decoder + head: full logits
             return self.model(**inputs).logits[rows, last].float().cpu()
         hidden = decoder(**inputs).last_hidden_state[rows, last]
-        return head(hidden).float().cpu()
+        return self.model.get_output_embeddings()(hidden).float().cpu()
 
     def _next_token_scores(self, prompts: list[list[int]], tokens: list[int]) -> list[ChoiceScores]:
         # Cache exactly the tokens every prompt shares. Encoding the prefix alone would not do:
