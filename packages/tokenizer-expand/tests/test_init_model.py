@@ -56,6 +56,7 @@ def test_new_rows_are_mean_of_subtoken_rows(initialised):
 def test_config_and_tokenizer_travel_with_the_model(initialised):
     cfg = json.loads((initialised["out"] / "config.json").read_text())
     assert cfg["vocab_size"] == initialised["report"].new_rows
+    assert cfg["expanded_from_vocab_size"] == initialised["report"].old_rows  # new rows start
     assert initialised["report"].tied and initialised["report"].matrices == [EMBED]
     assert (initialised["out"] / "tokenizer.json").read_bytes() == (
         initialised["tok"] / "tokenizer.json"

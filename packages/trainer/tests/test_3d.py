@@ -177,6 +177,7 @@ def test_four_stage_pipeline_with_frozen_middle_stages_matches_ddp(
 
 def _config(tmp_path, model, data, **kw) -> TrainConfig:
     stage = StageConfig(name="s", data=[str(data)], steps=2)
+    kw.setdefault("precision", "fp32")  # the same numbers on every machine unless a test asks
     return TrainConfig(model=str(model), output_dir=str(tmp_path / "run"), stages=[stage], **kw)
 
 

@@ -23,6 +23,7 @@ def _config(tmp_path, model, data, stages, **kw) -> TrainConfig:
     stages = [
         StageConfig(**{"name": f"s{i}", "data": [str(data)], **s}) for i, s in enumerate(stages)
     ]
+    kw.setdefault("precision", "fp32")  # the same numbers on every machine unless a test asks
     return TrainConfig(model=str(model), output_dir=str(tmp_path / "run"), stages=stages, **kw)
 
 
@@ -76,6 +77,31 @@ def test_embedding_stage_changes_only_embeddings(tiny_model, packed_text, tmp_pa
     before, after = _weights(tiny_model), _weights(Path(cfg.output_dir) / "export")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"model.embed_tokens.weight"}  # tied: lm_head is the same tensor
+
+
+def test_new_embeddings_stage_changes_only_the_new_rows(tiny_model, packed_text, tmp_path):
+    """Rows from ``expanded_from_vocab_size`` on learn; every old row and every other weight
+    stays bit-identical (no decay either), also with weight_decay set."""
+    import shutil
+
+    model = tmp_path / "expanded"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "config.json").read_text())
+    first = config["vocab_size"] - 2000  # SmolLM2's common ids are below: many of these occur
+    (model / "config.json").write_text(json.dumps({**config, "expanded_from_vocab_size": first}))
+    stage = {"trainable": "new-embeddings", "steps": 3, "lr": 1e-2, "weight_decay": 0.5}
+    cfg = _config(tmp_path, model, packed_text, [stage])
+    Trainer(cfg).train()
+    before, after = _weights(model), _weights(Path(cfg.output_dir) / "export")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"model.embed_tokens.weight"}
+    old, new = before["model.embed_tokens.weight"], after["model.embed_tokens.weight"]
+    assert torch.equal(old[:first], new[:first])
+    assert not torch.equal(old[first:], new[first:])
+    # a model that does not say where its new rows start is refused before training
+    plain = _config(tmp_path / "plain", tiny_model, packed_text, [stage])
+    with pytest.raises(TrainError, match="needs a model made by `llamaforge vocab init-model`"):
+        Trainer(plain).train()
 
 
 def test_grad_accumulation_equals_bigger_batch(tiny_model, packed_text, tmp_path):
@@ -449,3 +475,25 @@ logging.getLogger("elsewhere").warning("so does any other log line")
     assert "a warning of our own stays" in err and "so does any other log line" in err
     assert ("Please install apex" in err) is verbose
     assert ("gemm_4bit_forward" in err) is verbose
+
+
+def test_precision_auto_follows_the_bf16_flags(tiny_model, packed_text, tmp_path):
+    """auto is bf16 only where the CPU has bf16 units — AVX-512 alone is not enough — and the
+    trainer runs in what auto resolved to."""
+    from llamaforge_trainer.metrics import cpu_flags, cpu_has_native_bf16, resolve_precision
+
+    assert not cpu_has_native_bf16({"avx2", "fma"})
+    assert not cpu_has_native_bf16({"avx2", "avx512f", "avx512bw", "avx512_vnni"})
+    assert cpu_has_native_bf16({"avx512f", "avx512_bf16"})
+    assert cpu_has_native_bf16({"amx_tile", "amx_bf16"})
+    cpu = torch.device("cpu")
+    here = "bf16" if cpu_has_native_bf16(cpu_flags()) else "fp32"
+    assert resolve_precision("auto", cpu) == here
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert TrainConfig.model_fields["precision"].default == "auto"
+    stage = [{"steps": 1, "micro_batch_size": 2}]
+    cfg = _config(tmp_path, tiny_model, packed_text, stage, precision="auto")
+    trainer = Trainer(cfg)
+    assert trainer.config.precision == here
+    expected = "autocast" if here == "bf16" else "nullcontext"
+    assert type(trainer._autocast()).__name__ == expected

@@ -3,9 +3,10 @@
 Each new token's input row (and, separately, its output row) is the mean of the rows of the old
 tokens that the *old* tokenizer splits its text into, as Colossal-LLaMA does; ``noisy-mean`` adds
 Gaussian noise scaled to the old rows' spread; special / reserved tokens get the mean of all old
-rows. The work is vectorised over chunks of new rows (no per-token array concatenation), reads
-and writes safetensors shard by shard, copies unchanged tensors as raw bytes and keeps the dtype,
-so memory stays near the size of the matrices being changed. Needs the ``[model]`` extra (torch).
+rows. ``config.json`` records ``expanded_from_vocab_size`` (the first new row). The work is
+vectorised over chunks of new rows (no per-token array concatenation), reads and writes
+safetensors shard by shard, copies unchanged tensors as raw bytes and keeps the dtype, so memory
+stays near the size of the matrices being changed. Needs the ``[model]`` extra (torch).
 """
 
 from __future__ import annotations
@@ -229,7 +230,10 @@ def _write_configs(
     new_size: int,
     sizes: dict[str, int],
 ) -> None:
-    model_cfg = dict(model_cfg, vocab_size=new_size)
+    # where the new rows start: the trainer's `new-embeddings` stage trains only those
+    model_cfg = dict(
+        model_cfg, vocab_size=new_size, expanded_from_vocab_size=model_cfg["vocab_size"]
+    )
     (out / "config.json").write_text(json.dumps(model_cfg, indent=2) + "\n")
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():

@@ -16,6 +16,8 @@ from llamaforge_trainer.errors import TrainError
 from llamaforge_trainer.quiet import quiet_known_messages
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rich.console import Console
 
     from llamaforge_trainer.trainer import TrainResult
@@ -35,6 +37,25 @@ def train(config: TrainConfig, *, console: Console | None = None) -> TrainResult
     return Trainer(config).train()
 
 
+def matmul_parameters_of(model_dir: str | Path) -> int:
+    """Parameters of the HF model in ``model_dir`` that take part in a matrix product per
+    token (all but the input embedding, the output projection included even when tied): a
+    training token costs 6 FLOPs per parameter. Counted without reading the weights."""
+    from llamaforge_trainer.metrics import matmul_parameters_of as count
+
+    return count(model_dir)
+
+
+def resolve_precision(setting: str, device: str = "cpu") -> str:
+    """What ``precision = setting`` trains in on ``device``: ``auto`` is bf16 where the device
+    computes it natively (a GPU with bf16, a CPU with AVX512-BF16 or AMX units), else fp32."""
+    import torch
+
+    from llamaforge_trainer.metrics import resolve_precision as resolve
+
+    return resolve(setting, torch.device(device))
+
+
 __all__ = [
     "LoraConfig",
     "StageConfig",
@@ -43,6 +64,8 @@ __all__ = [
     "__version__",
     "build_config",
     "load_config",
+    "matmul_parameters_of",
     "quiet_known_messages",
+    "resolve_precision",
     "train",
 ]

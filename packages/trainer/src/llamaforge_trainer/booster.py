@@ -212,7 +212,9 @@ def build_optimizer(params, stage: StageConfig, config: TrainConfig):
     params = [p for p in params if p.requires_grad]
     if not params:
         raise TrainError(f"stage {stage.name!r} has no trainable parameters")
-    kw = {"lr": stage.lr, "betas": stage.betas, "weight_decay": stage.weight_decay}
+    # new-embeddings: decay would shrink the old rows, whose gradient is held at zero
+    decay = 0.0 if stage.trainable == "new-embeddings" else stage.weight_decay
+    kw = {"lr": stage.lr, "betas": stage.betas, "weight_decay": decay}
     choice, cuda = config.optimizer, torch.cuda.is_available()
     needs_hybrid = choice == "hybrid_adam" or config.plugin in ("gemini", "gemini_auto")
     if choice != "adamw" and cuda:

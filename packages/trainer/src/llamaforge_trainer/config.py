@@ -6,7 +6,7 @@ Example (TOML)::
     model = "out/model"            # HF model dir (safetensors)
     output_dir = "runs/zh"
     plugin = "ddp"                 # ddp | gemini | gemini_auto | zero2 | zero2_cpu | 3d
-    precision = "fp32"             # fp32 | bf16 | fp16
+    precision = "auto"             # auto | fp32 | bf16 | fp16
 
     [[stages]]
     name = "embeddings"
@@ -44,8 +44,8 @@ from pydantic import (
 from llamaforge_trainer.errors import TrainError
 
 Plugin = Literal["ddp", "gemini", "gemini_auto", "zero2", "zero2_cpu", "3d"]
-Precision = Literal["fp32", "bf16", "fp16"]
-Trainable = Literal["all", "embeddings", "lora"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Trainable = Literal["all", "embeddings", "new-embeddings", "lora"]
 Attention = Literal["auto", "flash", "docwise", "sdpa", "eager"]
 NanPolicy = Literal["stop", "skip"]
 Fused = Literal["auto", "on", "off"]
@@ -77,7 +77,11 @@ class StageConfig(_Settings):
     lr: Annotated[float, Field(gt=0)] = 1e-4
     """Peak learning rate."""
     trainable: Trainable = "all"
-    """``all``, ``embeddings`` (embed_tokens and lm_head only) or ``lora``."""
+    """``all``, ``embeddings`` (embed_tokens and lm_head only), ``new-embeddings`` (only the
+    rows a vocabulary expansion added — from ``expanded_from_vocab_size`` in the model's
+    config.json, which ``llamaforge vocab init-model`` writes — with no weight decay, so every
+    old row, and with it the model on its old languages, stays exactly as it was; ddp only) or
+    ``lora``."""
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.025
     """Share of the stage's steps spent warming up (Colossal-LLaMA: 2.5 %)."""
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
@@ -132,8 +136,11 @@ class TrainConfig(_Settings):
     """Run in order; each has its own data, lr, steps and trainable parameters."""
     plugin: Plugin = "ddp"
     """ColossalAI Booster plugin. ``ddp`` and ``3d`` run without CUDA (gloo)."""
-    precision: Precision = "fp32"
-    """Compute precision (``bf16`` / ``fp16`` need a GPU for speed)."""
+    precision: Precision = "auto"
+    """Compute precision; weights stay fp32 masters. ``auto``: bf16 on a GPU that computes it
+    and on a CPU with bf16 units (AVX512-BF16 or AMX, read from the instruction flags), fp32
+    elsewhere — on a CPU without them bf16 is emulated and many times slower than fp32.
+    ``fp16`` needs CUDA."""
     seed: int = 42
     """Seed for initialisation-free randomness (NEFTune noise, data order)."""
     attention: Attention = "auto"
@@ -227,8 +234,9 @@ class TrainConfig(_Settings):
 
     def _plugin_problems(self) -> list[str]:
         problems = []
-        if self.plugin != "ddp" and any(s.trainable == "lora" for s in self.stages):
-            problems.append("stages: trainable = 'lora' runs with plugin ddp only")
+        for mode in ("lora", "new-embeddings"):
+            if self.plugin != "ddp" and any(s.trainable == mode for s in self.stages):
+                problems.append(f"stages: trainable = '{mode}' runs with plugin ddp only")
         if self.optimizer == "adamw" and self.plugin in ("gemini", "gemini_auto"):
             problems.append("optimizer: Gemini runs with ColossalAI's HybridAdam only; use 'auto'")
         return problems

@@ -59,19 +59,53 @@ _PER_CYCLE = (  # FLOPs per cycle per core: vector width × FMA units × 2
 )
 
 
+def _cpuinfo() -> str | None:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+
+
+def cpu_flags(info: str | None = None) -> set[str]:
+    """The instruction-set flags of this CPU (empty where /proc/cpuinfo is not there)."""
+    info = _cpuinfo() if info is None else info
+    return set(
+        next(
+            (
+                ln.split(":", 1)[1].split()
+                for ln in (info or "").splitlines()
+                if ln.startswith("flags")
+            ),
+            [],
+        )
+    )
+
+
+def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX). AVX-512 alone is
+    not enough: without these units bf16 matmuls are emulated and slower than fp32."""
+    flags = cpu_flags() if flags is None else flags
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """``auto`` → ``bf16`` where ``device`` computes it natively (a GPU with bf16, a CPU with
+    bf16 units), else ``fp32``; any other setting is returned as given."""
+    if setting != "auto":
+        return setting
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
 def cpu_peak_flops(dtype: torch.dtype) -> tuple[float, str] | None:
     """An upper bound on this CPU's matmul FLOP/s for ``dtype`` from /proc/cpuinfo: threads
     torch uses × the top clock × FLOPs per cycle of the widest unit that computes ``dtype``
     (bf16 units only count for bf16). None where /proc/cpuinfo is not there."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    info = _cpuinfo()
+    if info is None:
         return None
-    flags = set(
-        next(
-            (ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []
-        )
-    )
+    flags = cpu_flags(info)
     mhz = [float(ln.split(":", 1)[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
     top = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
     hz = max(
@@ -115,6 +149,17 @@ def matmul_parameters(model: torch.nn.Module) -> int:
     if getattr(model.config, "tie_word_embeddings", False):
         n += embed  # the tied output projection is a real matmul
     return n
+
+
+def matmul_parameters_of(model_dir: str | Path) -> int:
+    """:func:`matmul_parameters` of the model in an HF dir, counted on the meta device (no
+    weights are read): what one training token costs is 6 FLOPs per such parameter."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(model_dir))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return matmul_parameters(model)
 
 
 def flops_per_token(matmul_params: int, config, mean_doc_len: float) -> float:

@@ -105,10 +105,40 @@ def set_trainable(causal_lm: nn.Module, mode: str) -> int:
             p.requires_grad_("lora_" in name)
         else:
             p.requires_grad_(False)
-    if mode == "embeddings":
+    if mode in ("embeddings", "new-embeddings"):
         base.get_input_embeddings().weight.requires_grad_(True)
         base.get_output_embeddings().weight.requires_grad_(True)  # same tensor when tied
     return sum(p.numel() for p in causal_lm.parameters() if p.requires_grad)
+
+
+def first_new_row(causal_lm: nn.Module) -> int:
+    """Where the rows of a vocabulary expansion start: ``expanded_from_vocab_size`` in the
+    model's config (written by ``llamaforge vocab init-model``)."""
+    first = getattr(causal_lm.config, "expanded_from_vocab_size", None)
+    rows = causal_lm.get_input_embeddings().weight.shape[0]
+    if not isinstance(first, int) or not 0 < first < rows:
+        raise TrainError(
+            "trainable = 'new-embeddings' needs a model made by `llamaforge vocab init-model` "
+            f"(its config.json names expanded_from_vocab_size below the {rows} rows; found "
+            f"{first!r}); use trainable = 'embeddings'"
+        )
+    return first
+
+
+def train_new_rows_only(causal_lm: nn.Module) -> list:
+    """Zero the gradient of every old row of the input and output embeddings (one matrix when
+    tied), so that only the new rows learn; returns the hook handles to remove."""
+    first = first_new_row(causal_lm)
+    weights = {
+        id(m.weight): m.weight
+        for m in (causal_lm.get_input_embeddings(), causal_lm.get_output_embeddings())
+    }
+    handles = []
+    for weight in weights.values():
+        keep = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+        keep[first:] = 1
+        handles.append(weight.register_hook(lambda grad, keep=keep: grad * keep))
+    return handles
 
 
 def attach_lora(causal_lm: nn.Module, lora) -> nn.Module:

@@ -41,6 +41,7 @@ from llamaforge_trainer.metrics import (
     matmul_parameters,
     peak_flops,
     plot_loss,
+    resolve_precision,
 )
 from llamaforge_trainer.model import (
     DTYPES,
@@ -49,8 +50,10 @@ from llamaforge_trainer.model import (
     build_causal_lm,
     causal_lm_from_state,
     check_data_fits_model,
+    first_new_row,
     save_hf,
     set_trainable,
+    train_new_rows_only,
 )
 from llamaforge_trainer.packed import PackedCausalLM, choose_attention
 from llamaforge_trainer.sharding import check_model_fits
@@ -82,17 +85,21 @@ class _StageRun:
     sampler: Any
     step: int = 0
     neftune: NEFTune | None = None
+    hooks: list = field(default_factory=list)
 
 
 class Trainer:
     """Runs a :class:`TrainConfig`. ``on_step`` receives each logged row (rank 0)."""
 
     def __init__(self, config: TrainConfig, on_step: Callable[[dict], None] | None = None):
-        self.config = config
         self.on_step = on_step
         self.out = Path(config.output_dir)
         check_writable(self.out)
         self.dist = boosting.launch(config.seed)
+        # from here on the precision is the one that runs (``auto`` resolved for this device)
+        precision = resolve_precision(config.precision, self.dist.device)
+        config = self.config = config.model_copy(update={"precision": precision})
+        log.info("precision: %s", precision)
         torch.manual_seed(config.seed + self.dist.rank)
         if config.precision == "fp16" and self.dist.device.type != "cuda":
             raise TrainError("precision 'fp16' needs CUDA; on CPU use 'bf16' or 'fp32'")
@@ -265,6 +272,8 @@ class Trainer:
                 )
         if run.neftune:
             run.neftune.remove()
+        for hook in run.hooks:
+            hook.remove()
 
     def _start_stage(
         self, stage: StageConfig, resume: dict | None, weights_from: Path | None
@@ -275,6 +284,8 @@ class Trainer:
             self.causal_lm = attach_lora(self.causal_lm, config.lora)
             self.module.causal_lm = self.causal_lm
         n_trainable = set_trainable(self.causal_lm, stage.trainable)
+        if stage.trainable == "new-embeddings":
+            first_new_row(self.causal_lm)  # a model without the mark fails before any work
         if config.benchmark:
             length = config.max_length or 512
             vocab = self.causal_lm.get_input_embeddings().weight.shape[0]
@@ -296,6 +307,8 @@ class Trainer:
             parts=parts,
             sampler=ResumableSampler(len(data), rank=parts.dp_rank, world_size=parts.dp_size),
         )
+        if stage.trainable == "new-embeddings":
+            run.hooks = train_new_rows_only(self.causal_lm)
         if resume is not None:
             saved = load_checkpoint(Path(resume["path"]), booster, model, optimizer, scheduler)
             run.sampler.load_state_dict(saved["sampler"][self.dist.rank])
