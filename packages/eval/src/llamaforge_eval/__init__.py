@@ -18,6 +18,9 @@ _LAZY = {
     "evaluate_benchmark": "llamaforge_eval.evaluate",
     "evaluate_text": "llamaforge_eval.evaluate",
     "evaluate_model": "llamaforge_eval.evaluate",
+    "evaluate_generation": "llamaforge_eval.generate",
+    "generation_speed": "llamaforge_eval.generate",
+    "chat_answer": "llamaforge_eval.generate",
 }
 
 
@@ -36,9 +39,12 @@ __all__ = [
     "Runner",
     "__version__",
     "compare",
+    "chat_answer",
     "evaluate_benchmark",
+    "evaluate_generation",
     "evaluate_model",
     "evaluate_text",
+    "generation_speed",
     "gsm8k_number",
     "load_benchmark",
     "load_model",

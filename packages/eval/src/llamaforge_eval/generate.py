@@ -1,0 +1,158 @@
+"""Greedy generation: characters generated per second, and chat answers.
+
+A model that spends fewer tokens per character of a language writes that language faster at
+the same cost per token; this measures it. Every prompt generates exactly ``max_new_tokens``
+tokens (an end-of-text token is not allowed to stop it early), one prompt at a time, so the
+time per token compares across models and the characters differ only by how much text each
+token carries. Chat answers use the tokenizer's own chat template and stop at its end token.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from llamaforge_eval.errors import EvalError
+
+
+@dataclass
+class Generation:
+    """What :func:`generation_speed` measured."""
+
+    prompts: int
+    new_tokens: int
+    characters: int
+    """Characters generated, whitespace not counted."""
+    cjk_characters: int
+    """Of them, CJK ideographs."""
+    seconds: float
+    samples: list[str]
+
+    @property
+    def chars_per_s(self) -> float:
+        return self.characters / self.seconds if self.seconds else 0.0
+
+    @property
+    def cjk_chars_per_s(self) -> float:
+        return self.cjk_characters / self.seconds if self.seconds else 0.0
+
+    @property
+    def chars_per_token(self) -> float:
+        return self.characters / self.new_tokens if self.new_tokens else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            **asdict(self),
+            "chars_per_s": self.chars_per_s,
+            "cjk_chars_per_s": self.cjk_chars_per_s,
+            "chars_per_token": self.chars_per_token,
+        }
+
+
+def _is_cjk(ch: str) -> bool:
+    return unicodedata.name(ch, "").startswith("CJK UNIFIED IDEOGRAPH")
+
+
+def generation_speed(model, tok, prompts: list[str], *, max_new_tokens: int = 64) -> Generation:
+    """Greedy continuation of each prompt by ``max_new_tokens`` tokens (a loaded model and its
+    tokenizer, see :func:`llamaforge_eval.runner.load_model`); the first prompt is run once
+    before timing so that one-off set-up is not counted."""
+    import torch
+
+    if not prompts:
+        raise EvalError("generation: no prompts")
+    if max_new_tokens < 1:
+        raise EvalError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
+    device = next(model.parameters()).device
+
+    def run(prompt: str, n: int):
+        ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(device)
+        with torch.no_grad():
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+            )
+        return out[0, ids.shape[1] :]
+
+    run(prompts[0], 4)  # warm-up
+    texts, tokens, seconds = [], 0, 0.0
+    for prompt in prompts:
+        start = time.perf_counter()
+        new = run(prompt, max_new_tokens)
+        seconds += time.perf_counter() - start
+        tokens += len(new)
+        texts.append(tok.decode(new, skip_special_tokens=True))
+    chars = [c for t in texts for c in t if not c.isspace()]
+    return Generation(
+        prompts=len(prompts),
+        new_tokens=tokens,
+        characters=len(chars),
+        cjk_characters=sum(_is_cjk(c) for c in chars),
+        seconds=seconds,
+        samples=texts,
+    )
+
+
+def chat_answer(model, tok, question: str, *, max_new_tokens: int = 48) -> str:
+    """The greedy answer to one user message, in the tokenizer's chat template (a plain
+    ``question`` prompt where the tokenizer has none)."""
+    import torch
+
+    if getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+        )
+    else:
+        text = question
+    ids = tok(text, return_tensors="pt", add_special_tokens=False).input_ids
+    ids = ids.to(next(model.parameters()).device)
+    with torch.no_grad():
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+        )
+    return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+
+
+def read_prompts(path: Path, *, limit: int | None = None, chars: int = 48) -> list[str]:
+    """Prompts from a text file: the first ``chars`` characters of each non-empty line (the
+    first ``limit`` lines)."""
+    try:
+        lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvalError(f"{path}: cannot read prompts ({exc})") from None
+    if not lines:
+        raise EvalError(f"{path}: no prompts (the file has no non-empty line)")
+    return [ln[:chars] for ln in lines[:limit]]
+
+
+def evaluate_generation(
+    model_dir: str | Path,
+    *,
+    prompts: list[str],
+    questions: list[str] | None = None,
+    max_new_tokens: int = 64,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> dict:
+    """Load ``model_dir`` once; measure :func:`generation_speed` on ``prompts`` and answer
+    each of ``questions`` with :func:`chat_answer`. Returns a JSON-ready dict
+    (``generation`` and ``chat``: question → answer), with the device and dtype used."""
+    from llamaforge_eval.device import resolve_device, resolve_dtype
+    from llamaforge_eval.runner import load_model
+
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, Path(model_dir), device)
+    model, tok = load_model(model_dir, device=device, dtype=dtype)
+    speed = generation_speed(model, tok, prompts, max_new_tokens=max_new_tokens)
+    chat = {q: chat_answer(model, tok, q) for q in questions or []}
+    return {"device": device, "dtype": dtype, "generation": speed.to_dict(), "chat": chat}

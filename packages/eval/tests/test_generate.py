@@ -1,0 +1,66 @@
+"""Greedy generation speed and chat answers, against plain transformers generation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llamaforge_eval import EvalError, evaluate_generation, generation_speed, load_model
+
+PROMPTS = ["１９９８年，中国人民将满怀", "The capital of", "  odd\twhitespace\n"]
+
+
+def _plain_greedy(model, tok, prompt: str, n: int) -> str:
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=n,
+        min_new_tokens=n,
+        do_sample=False,
+        pad_token_id=0,
+    )
+    return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+def test_every_prompt_generates_exactly_n_tokens_and_chars_are_counted(tiny_eval_model):
+    model, tok = load_model(tiny_eval_model, device="cpu", dtype="float32")
+    result = generation_speed(model, tok, PROMPTS, max_new_tokens=12)
+    assert result.prompts == 3 and result.new_tokens == 36
+    assert result.samples == [_plain_greedy(model, tok, p, 12) for p in PROMPTS]
+    chars = [c for s in result.samples for c in s if not c.isspace()]
+    assert result.characters == len(chars)
+    assert result.cjk_characters == sum("\u4e00" <= c <= "\u9fff" for c in chars)
+    assert result.seconds > 0 and result.chars_per_s == result.characters / result.seconds
+    assert result.chars_per_token == result.characters / 36
+
+
+def test_evaluate_generation_answers_in_the_chat_template(tiny_eval_model):
+    out = evaluate_generation(
+        tiny_eval_model,
+        prompts=PROMPTS[:1],
+        questions=["Hi?", "你好？"],
+        max_new_tokens=4,
+        device="cpu",
+        dtype="float32",
+    )
+    assert (out["device"], out["dtype"]) == ("cpu", "float32")
+    assert out["generation"]["new_tokens"] == 4
+    model, tok = load_model(tiny_eval_model, device="cpu", dtype="float32")
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "你好？"}], add_generation_prompt=True, tokenize=False
+    )
+    ids = tok(text, return_tensors="pt", add_special_tokens=False).input_ids
+    plain = model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=48, do_sample=False, pad_token_id=0
+    )
+    expected = tok.decode(plain[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    assert out["chat"] == {"Hi?": out["chat"]["Hi?"], "你好？": expected}
+
+
+def test_bad_generation_settings_are_named(tiny_eval_model):
+    model, tok = load_model(tiny_eval_model, device="cpu", dtype="float32")
+    with pytest.raises(EvalError, match="no prompts"):
+        generation_speed(model, tok, [])
+    with pytest.raises(EvalError, match="max_new_tokens must be ≥ 1"):
+        generation_speed(model, tok, ["x"], max_new_tokens=0)
