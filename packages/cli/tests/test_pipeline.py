@@ -16,7 +16,16 @@ import pytest
 from llamaforge_cli.pipeline.recipe import PipelineError, load_recipe
 from llamaforge_cli.pipeline.runner import plan, run
 
-STAGES = ["learn-vocab", "expand-vocab", "init-model", "pack-data", "train", "eval", "report"]
+STAGES = [
+    "learn-vocab",
+    "expand-vocab",
+    "init-model",
+    "pack-data",
+    "train",
+    "train-control",
+    "eval",
+    "report",
+]
 
 
 def _recipe(tmp: Path, asset, tiny_llama, steps: int = 2, pieces: int = 150) -> Path:
@@ -39,6 +48,7 @@ def _recipe(tmp: Path, asset, tiny_llama, steps: int = 2, pieces: int = 150) -> 
 out = "out"
 base_model = "base"
 chat_prompt = "Hi"
+chat_prompt_target = "你好"
 [vocab]
 corpus = ["zh.txt"]
 word_list = "asset:jieba-dict/dict.txt"
@@ -60,8 +70,12 @@ name = "full"
 data = ["mix"]
 steps = {steps}
 lr = 1e-3
+micro_batch_size = 2
+[control]
 [eval]
 text = {{zh = ["zh-held.txt"], en = ["en-held.txt"]}}
+generation_prompts = 2
+generation_tokens = 8
 """)
     return path
 
@@ -73,9 +87,12 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
     first = run(recipe)
     assert [r.action for r in first] == ["run"] * len(STAGES)
     report = (tmp_path / "out" / "report" / "report.md").read_text(encoding="utf-8")
-    assert "Compression" in report and "Bits per character" in report and "Targets" in report
+    assert "Compression" in report and "Base, control and expanded" in report
+    assert "**Verdict.**" in report and "at equal training compute" in report
     assert "evaluated on the same device: cpu in float32" in report
+    assert "chat: 你好 |" in report and "No benchmark was given" in report
     assert (tmp_path / "out" / "report" / "loss.png").is_file()
+    assert (tmp_path / "out" / "report" / "loss-per-char.png").stat().st_size > 5000
     targets = json.loads((tmp_path / "out" / "report" / "targets.json").read_text())
     assert {t["target"].split(":")[0] for t in targets} == {"zh", "en"}
     assert [r.action for r in plan(recipe)] == ["skip"] * len(STAGES)
@@ -85,7 +102,7 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
     again = run(changed)
     assert [r.action for r in again] == ["rerun (changed)"] * len(STAGES)
     partial = run(changed, start="eval")
-    assert [r.action for r in partial] == ["skip"] * 5 + ["rerun (--from)"] * 2
+    assert [r.action for r in partial] == ["skip"] * 6 + ["rerun (--from)"] * 2
 
     # A corrupted output is not trusted: pack-data runs again (into a new dir), and since it
     # writes the same bytes, the finished training is kept and skipped.
@@ -99,7 +116,7 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
         ("train", "run"),  # the plan cannot know yet that the same bytes come back
     ]
     after = run(changed)
-    assert [r.action for r in after][3:] == ["rerun (output changed)", "skip", "skip", "skip"]
+    assert [r.action for r in after][3:] == ["rerun (output changed)"] + ["skip"] * 4
     assert export.read_bytes() == export_bytes
     assert not any(p.name.startswith(".") for p in out.iterdir())  # no work dir left
 
@@ -156,7 +173,7 @@ def test_crash_inside_train_resumes(asset, tiny_llama, tmp_path):
         ("train", "resume"),
     ]
     done = run(recipe)
-    assert [r.action for r in done] == ["skip"] * 4 + ["resume", "run", "run"]
+    assert [r.action for r in done] == ["skip"] * 4 + ["resume", "run", "run", "run"]
     rows = [json.loads(x) for x in metrics.read_text().splitlines()]
     assert sorted({r["global_step"] for r in rows}) == list(range(1, 25))
 

@@ -79,6 +79,37 @@ class EvalSettings(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """One precision for every model evaluated (auto: the base model's bf16 / fp16 where the
     device computes it natively, else float32)."""
+    target: str | None = None
+    """The ``text`` label of the target language (default: the first label); the other labels
+    are the languages to keep."""
+    generation_prompts: PositiveInt = 4
+    """Greedy generation speed: how many prompts, each the start of a held-out document of
+    the target language."""
+    generation_tokens: PositiveInt = 64
+    """Tokens generated per prompt (every model generates exactly this many)."""
+
+    def target_label(self) -> str | None:
+        """The target language's label, or None without held-out text."""
+        return self.target or next(iter(self.text), None)
+
+
+class ControlSettings(_Section):
+    """``[control]``: the control arm — the *unexpanded* base model trained on the same text
+    with the same training compute, so the report can say whether expanding paid off.
+
+    Equal compute is equal training FLOPs, 6 · (parameters in matrix products: all but the
+    input embedding, the output layer included) · tokens: the input lookup costs nothing and
+    the expanded model's larger output layer costs more per token, so the control trains on
+    slightly more tokens — and, its tokenizer being longer on the target language, on less
+    text. It trains the whole model in one stage on the datasets the ``[train]`` stages read,
+    packed with the base tokenizer, with the optimizer settings of the stage named by
+    ``like``."""
+
+    like: str | None = None
+    """The ``[[train.stages]]`` entry whose lr, batch and schedule the control uses (default:
+    the last stage, the whole-model one)."""
+    lr: Annotated[float, Field(gt=0)] | None = None
+    """Learning rate of the control (default: that of ``like``)."""
 
 
 class Recipe(_Section):
@@ -94,9 +125,17 @@ class Recipe(_Section):
     data: dict[str, DataSettings]
     train: dict[str, Any]
     """The trainer's recipe minus ``model`` / ``output_dir``; stage ``data`` names datasets."""
+    control: ControlSettings | None = None
+    """Train a control arm (see :class:`ControlSettings`); absent: no control."""
     eval: EvalSettings = Field(default_factory=EvalSettings)
     chat_prompt: str = "What is the capital of France?"
-    """Asked of the served result in the report."""
+    """Asked, in the base model's chat format, of every model in the report (and of the result
+    served on localhost)."""
+    chat_expect: str | None = None
+    """A word the result's answer to ``chat_prompt`` must still contain (a target of the
+    report; e.g. ``Paris``)."""
+    chat_prompt_target: str | None = None
+    """A question in the target language, asked the same way (e.g. ``中国的首都是哪座城市？``)."""
 
     def resolve(self, value: str) -> Path:
         """A path from the recipe: ``asset:NAME[/rel]`` or relative to the recipe file."""
@@ -112,12 +151,14 @@ class Recipe(_Section):
         path = Path(value)
         return path if path.is_absolute() else (self.path.parent / path)
 
-    def train_config(self, model: Path, output_dir: Path, packed: Path):
-        """``[train]`` as the trainer's typed config: ``model`` and ``output_dir`` set, each
-        stage's dataset names turned into the packed dirs under ``packed``."""
+    def train_config(self, model: Path, output_dir: Path, packed: Path, train: dict | None = None):
+        """``[train]`` (or ``train``, a dict of the same shape) as the trainer's typed config:
+        ``model`` and ``output_dir`` set, each stage's dataset names turned into the packed
+        dirs under ``packed``."""
         from llamaforge_trainer import TrainConfig, TrainError
 
-        data = dict(self.train, model=str(model), output_dir=str(output_dir))
+        data = dict(self.train if train is None else train)
+        data.update(model=str(model), output_dir=str(output_dir))
         if isinstance(data.get("stages"), list):
             data["stages"] = [
                 {**st, "data": [str(packed / n) for n in st.get("data", [])]}
@@ -170,6 +211,18 @@ def load_recipe(path: str | Path) -> Recipe:
                     f"[data] (defined: {', '.join(recipe.data) or 'none'})"
                 )
     recipe.train_config(recipe.out / "init-model" / "model", recipe.out / "train" / "run", Path())
+    if recipe.eval.target is not None and recipe.eval.target not in recipe.eval.text:
+        raise PipelineError(
+            f"{path}: eval.target: {recipe.eval.target!r} is not a label of eval.text "
+            f"(labels: {', '.join(recipe.eval.text) or 'none'})"
+        )
+    if recipe.control is not None:
+        names = [st.get("name") for st in stages if isinstance(st, dict)]
+        if recipe.control.like is not None and recipe.control.like not in names:
+            raise PipelineError(
+                f"{path}: control.like: no train stage named {recipe.control.like!r} "
+                f"(stages: {', '.join(map(str, names))})"
+            )
     return recipe
 
 
@@ -190,7 +243,7 @@ def _describe(error: ValidationError) -> list[str]:
 
 def _known_keys(loc: tuple) -> list[str]:
     """Keys allowed at ``loc``: the recipe's top level or one of its sections."""
-    sections = {"vocab": VocabSettings, "eval": EvalSettings}
+    sections = {"vocab": VocabSettings, "eval": EvalSettings, "control": ControlSettings}
     if not loc:
         return [k for k in Recipe.model_fields if k != "path"]
     if loc[0] in sections and len(loc) == 1:

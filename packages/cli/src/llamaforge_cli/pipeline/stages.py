@@ -53,8 +53,17 @@ class Layout:
         return self.out / "pack-data"
 
     @property
+    def control_packed(self) -> Path:
+        """The same datasets packed with the base tokenizer, for the control arm."""
+        return self.out / "pack-data" / "control"
+
+    @property
     def run_dir(self) -> Path:
         return self.out / "train" / "run"
+
+    @property
+    def control_run(self) -> Path:
+        return self.out / "train-control" / "run"
 
 
 def _sources(recipe: Recipe, specs: list[str]):
@@ -67,6 +76,19 @@ def _sources(recipe: Recipe, specs: list[str]):
         Source(name=s.name, inputs=[str(recipe.resolve(p)) for p in s.inputs], weight=s.weight)
         for s in parsed
     ]
+
+
+def _characters(sources) -> float:
+    """Characters of text in ``sources`` as packed: each source's documents (non-empty lines)
+    counted ``weight`` times, line breaks not counted."""
+    total = 0.0
+    for source in sources:
+        chars = 0
+        for name in source.inputs:
+            with open(name, encoding="utf-8") as fh:
+                chars += sum(len(line.rstrip("\n")) for line in fh)
+        total += source.weight * chars
+    return total
 
 
 def _text_files(recipe: Recipe) -> dict[str, list[Path]]:
@@ -120,20 +142,31 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         import llamaforge_datapack as datapack  # (`pack` is also a submodule's name)
         from llamaforge_datapack import PackConfig, TokenizeConfig
 
+        # the control arm reads the same text packed with the base tokenizer
+        targets = [("", at.tokenizer, folder)]
+        if recipe.control is not None:
+            targets.append(("control ", base(), folder / at.control_packed.name))
+        counts: dict[str, dict] = {}
         for name, ds in recipe.data.items():
-            with console.status(f"packing {name}") as status:
-                manifest = datapack.pack(
-                    _sources(recipe, ds.sources),
-                    TokenizeConfig(tokenizer_dir=at.tokenizer, max_length=ds.max_length),
-                    PackConfig(out_dir=folder / name, num_bins=ds.num_bins, overwrite=True),
-                    progress=lambda stage, n, name=name, status=status: status.update(
-                        f"packing {name}: {stage} {n:,}"
-                    ),
+            sources = _sources(recipe, ds.sources)
+            counts[name] = {"characters": _characters(sources)}
+            for label, tokenizer, parent in targets:
+                with console.status(f"packing {label}{name}") as status:
+                    manifest = datapack.pack(
+                        sources,
+                        TokenizeConfig(tokenizer_dir=tokenizer, max_length=ds.max_length),
+                        PackConfig(out_dir=parent / name, num_bins=ds.num_bins, overwrite=True),
+                        progress=lambda stage, n, what=f"{label}{name}", status=status: (
+                            status.update(f"packing {what}: {stage} {n:,}")
+                        ),
+                    )
+                counts[name]["control_tokens" if label else "tokens"] = manifest.tokens
+                console.print(
+                    f"{label}{name}: {manifest.tokens:,} tokens in {manifest.rows:,} rows "
+                    f"({manifest.fill_ratio:.1%} full)"
                 )
-            console.print(
-                f"{name}: {manifest.tokens:,} tokens in {manifest.rows:,} rows "
-                f"({manifest.fill_ratio:.1%} full)"
-            )
+        # characters of text per dataset, for the loss per character of each arm
+        (folder / "characters.json").write_text(json.dumps(counts, indent=2) + "\n")
 
     def train(folder: Path) -> None:
         from llamaforge_trainer import train as run_training
@@ -144,8 +177,37 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         (folder / "config.json").write_text(saved + "\n")
         run_training(config, console=console)
 
+    def control(folder: Path) -> None:
+        from llamaforge_cli.pipeline.control import control_train
+        from llamaforge_trainer import train as run_training
+
+        train, plan = control_train(recipe, at.model, base())
+        config = recipe.train_config(base(), folder / at.control_run.name, at.control_packed, train)
+        (folder / "config.json").write_text(
+            config.model_dump_json(indent=2, exclude={"output_dir"}) + "\n"
+        )
+        (folder / "compute.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
+        console.print(
+            f"control: {plan.control_steps} steps, {plan.control_tokens:,} tokens "
+            f"(expanded: {plan.expanded_tokens:,}) — {plan.control_flops:.3g} vs "
+            f"{plan.expanded_flops:.3g} training FLOPs"
+        )
+        run_training(config, console=console)
+
+    def models() -> list[tuple[str, Path]]:
+        arms = [("base", base())]
+        if recipe.control is not None:
+            arms.append(("control", at.control_run / "export"))
+        return [*arms, ("result", at.run_dir / "export")]
+
     def evaluate(folder: Path) -> None:
-        from llamaforge_eval import evaluate_model, resolve_device, resolve_dtype, write_results
+        from llamaforge_eval import (
+            evaluate_generation,
+            evaluate_model,
+            resolve_device,
+            resolve_dtype,
+            write_results,
+        )
         from llamaforge_tokenizer import measure, plot_compression
 
         e = recipe.eval
@@ -154,7 +216,10 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         # one device and one precision for every model, decided from the base model
         device = resolve_device(e.device)
         dtype = resolve_dtype(e.dtype, base(), device)
-        for label, model in (("base", base()), ("result", at.run_dir / "export")):
+        target = e.target_label()
+        prompts = _prompts(texts[target], e.generation_prompts) if target else []
+        questions = [q for q in (recipe.chat_prompt, recipe.chat_prompt_target) if q]
+        for label, model in models():
             with console.status(f"evaluating {label}") as status:
                 results = evaluate_model(
                     model,
@@ -167,6 +232,18 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
                     dtype=dtype,
                     on_status=lambda m, label=label, status=status: status.update(f"{label}: {m}"),
                 )
+                if prompts or questions:
+                    status.update(f"{label}: generating")
+                    results.update(
+                        evaluate_generation(
+                            model,
+                            prompts=prompts,
+                            questions=questions,
+                            max_new_tokens=e.generation_tokens,
+                            device=device,
+                            dtype=dtype,
+                        )
+                    )
             write_results(folder / f"{label}.json", results)
         rows = measure({"old": base(), "new": at.tokenizer}, texts)
         plot_compression(rows, folder / "compression.png")
@@ -188,7 +265,13 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
 
     def eval_inputs() -> list[Path]:
         texts = [f for files in _text_files(recipe).values() for f in files]
-        return [base(), at.run_dir / "export", at.tokenizer, *texts]
+        return [*(m for _, m in models()), at.tokenizer, *texts]
+
+    def eval_settings() -> dict:
+        return {
+            **recipe.eval.model_dump(),
+            "chat": [recipe.chat_prompt, recipe.chat_prompt_target],
+        }
 
     return [
         Stage(
@@ -202,15 +285,47 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         Stage(
             "pack-data",
             pack_inputs,
-            lambda: {k: ds.model_dump() for k, ds in recipe.data.items()},
+            lambda: {
+                **{k: ds.model_dump() for k, ds in recipe.data.items()},
+                "control": recipe.control is not None,
+            },
             pack,
         ),
         Stage("train", lambda: [at.model, at.packed], lambda: recipe.train, train),
-        Stage("eval", eval_inputs, recipe.eval.model_dump, evaluate),
+        *(
+            [
+                Stage(
+                    "train-control",
+                    lambda: [base(), at.control_packed],
+                    lambda: {"control": recipe.control.model_dump(), "train": recipe.train},
+                    control,
+                )
+            ]
+            if recipe.control is not None
+            else []
+        ),
+        Stage("eval", eval_inputs, eval_settings, evaluate),
         Stage(
             "report",
-            lambda: [recipe.out / "eval", at.run_dir / "metrics.jsonl"],
+            lambda: [
+                recipe.out / "eval",
+                at.run_dir / "metrics.jsonl",
+                at.control_run / "metrics.jsonl",
+                at.packed / "characters.json",
+            ],
             lambda: {"chat_prompt": recipe.chat_prompt},
             report,
         ),
     ]
+
+
+def _prompts(files: list[Path], count: int) -> list[str]:
+    """The first ``count`` documents of ``files`` (non-empty lines), each cut to its first
+    32 characters: the same prompts for every model."""
+    docs: list[str] = []
+    for path in files:
+        with open(path, encoding="utf-8") as fh:
+            docs += [line.strip()[:32] for line in fh if line.strip()]
+        if len(docs) >= count:
+            break
+    return docs[:count]
