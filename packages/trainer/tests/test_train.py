@@ -104,6 +104,27 @@ def test_new_embeddings_stage_changes_only_the_new_rows(tiny_model, packed_text,
         Trainer(plain).train()
 
 
+def test_embedding_lr_moves_the_embeddings_at_their_own_rate(tiny_model, packed_text, tmp_path):
+    """Adam's first step moves each weight by about its group's lr: the embeddings by
+    embedding_lr, the rest by lr."""
+    stage = {
+        "steps": 1,
+        "lr": 1e-4,
+        "embedding_lr": 1e-2,
+        "warmup_ratio": 0.0,
+        "weight_decay": 0.0,
+        "micro_batch_size": 4,
+    }
+    cfg = _config(tmp_path, tiny_model, packed_text, [stage])
+    Trainer(cfg).train()
+    before, after = _weights(tiny_model), _weights(Path(cfg.output_dir) / "export")
+    moved = {k: float((after[k] - before[k]).abs().max()) for k in before}
+    assert moved.pop("model.embed_tokens.weight") == pytest.approx(1e-2, rel=0.02)
+    assert max(moved.values()) == pytest.approx(1e-4, rel=0.02)
+    with pytest.raises(TrainError, match="embedding_lr runs with plugin ddp only"):
+        _config(tmp_path, tiny_model, packed_text, [stage], plugin="gemini")
+
+
 def test_grad_accumulation_equals_bigger_batch(tiny_model, packed_text, tmp_path):
     common = {"steps": 2, "lr": 1e-3, "max_grad_norm": 0.0, "warmup_ratio": 0.0}
     a = _config(

@@ -205,11 +205,26 @@ def build_plugin(config: TrainConfig, stage: StageConfig):
     )
 
 
-def build_optimizer(params, stage: StageConfig, config: TrainConfig):
-    """The stage's optimizer over its trainable ``params``, with Colossal-LLaMA's betas and
-    decay: ColossalAI's HybridAdam (fused CUDA kernel, and its CPU kernel for offloaded
-    states) or torch's AdamW, as ``config.optimizer`` asks (see :class:`TrainConfig`)."""
+def param_groups(params, stage: StageConfig, embeddings=()) -> list:
+    """The trainable ``params`` as optimizer groups: the ``embeddings`` matrices in a group of
+    their own when the stage gives them ``embedding_lr``."""
     params = [p for p in params if p.requires_grad]
+    if not params:
+        raise TrainError(f"stage {stage.name!r} has no trainable parameters")
+    if stage.embedding_lr is None:
+        return params
+    ids = {id(e) for e in embeddings}
+    own = [p for p in params if id(p) in ids]
+    rest = [p for p in params if id(p) not in ids]
+    return [g for g in ({"params": own, "lr": stage.embedding_lr}, {"params": rest}) if g["params"]]
+
+
+def build_optimizer(params, stage: StageConfig, config: TrainConfig):
+    """The stage's optimizer over its trainable ``params`` (a list, or groups from
+    :func:`param_groups`), with Colossal-LLaMA's betas and decay: ColossalAI's HybridAdam
+    (fused CUDA kernel, and its CPU kernel for offloaded states) or torch's AdamW, as
+    ``config.optimizer`` asks (see :class:`TrainConfig`)."""
+    params = list(params)
     if not params:
         raise TrainError(f"stage {stage.name!r} has no trainable parameters")
     # new-embeddings: decay would shrink the old rows, whose gradient is held at zero
@@ -275,7 +290,10 @@ def boost(config: TrainConfig, module, stage: StageConfig):
     if config.plugin == "ddp" and config.precision == "fp16":
         mixed = "fp16"  # torch AMP with a loss scaler; bf16 runs under autocast (trainer)
     booster = Booster(plugin=plugin, mixed_precision=mixed)
-    optimizer = build_optimizer(module.parameters(), stage, config)
+    base = module.base()
+    embeddings = (base.get_input_embeddings().weight, base.get_output_embeddings().weight)
+    groups = param_groups(module.parameters(), stage, embeddings)
+    optimizer = build_optimizer(groups, stage, config)
     scheduler = build_scheduler(optimizer, stage)
     model, optimizer, _, _, scheduler = booster.boost(module, optimizer, lr_scheduler=scheduler)
     parts = layout(plugin)

@@ -75,7 +75,11 @@ class StageConfig(_Settings):
     steps: PositiveInt
     """Optimizer steps in this stage."""
     lr: Annotated[float, Field(gt=0)] = 1e-4
-    """Peak learning rate."""
+    """Peak learning rate (after warm-up; cosine decay to ``min_lr_ratio`` of it)."""
+    embedding_lr: Annotated[float, Field(gt=0)] | None = None
+    """Peak learning rate of the input and output embeddings (one matrix when tied) when it
+    should differ from ``lr`` — new rows after a vocabulary expansion learn from nothing while
+    the body only adapts; ddp only."""
     trainable: Trainable = "all"
     """``all``, ``embeddings`` (embed_tokens and lm_head only), ``new-embeddings`` (only the
     rows a vocabulary expansion added — from ``expanded_from_vocab_size`` in the model's
@@ -237,6 +241,8 @@ class TrainConfig(_Settings):
         for mode in ("lora", "new-embeddings"):
             if self.plugin != "ddp" and any(s.trainable == mode for s in self.stages):
                 problems.append(f"stages: trainable = '{mode}' runs with plugin ddp only")
+        if self.plugin != "ddp" and any(s.embedding_lr is not None for s in self.stages):
+            problems.append("stages: embedding_lr runs with plugin ddp only")
         if self.optimizer == "adamw" and self.plugin in ("gemini", "gemini_auto"):
             problems.append("optimizer: Gemini runs with ColossalAI's HybridAdam only; use 'auto'")
         return problems
