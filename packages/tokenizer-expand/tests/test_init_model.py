@@ -123,3 +123,76 @@ def test_public_init_model_stays_the_function_once_its_module_is_loaded():
     import llamaforge_tokenizer.embeddings  # noqa: F401 - loads the implementation
 
     assert callable(llamaforge_tokenizer.init_model)
+
+
+def test_frequency_logit_shift_matches_a_plain_computation():
+    """freq-out's vectorised shift against a row-by-row reference: each new row moves along
+    h̄ until h̄ · w = log(count) + C, C the median offset of the old tokens seen ≥ 5 times."""
+    from llamaforge_tokenizer.freq_out import frequency_logit_shift
+
+    gen = torch.Generator().manual_seed(0)
+    rows, dim, first_new = 40, 8, 30
+    w = torch.randn(rows, dim, generator=gen)
+    hbar = torch.randn(dim, generator=gen)
+    counts = torch.randint(0, 50, (rows,), generator=gen)
+    counts[first_new] = 0  # a new piece the corpus never shows: counted once
+    offsets = sorted(
+        float(w[i] @ hbar) - float(torch.tensor(float(counts[i])).log())
+        for i in range(first_new)
+        if counts[i] >= 5
+    )
+    n = len(offsets)
+    median = offsets[(n - 1) // 2]  # torch's median: the lower middle value
+    got = frequency_logit_shift(hbar, w, counts, first_new)
+    for k in range(rows - first_new):
+        i = first_new + k
+        target = float(torch.tensor(float(max(int(counts[i]), 1))).log()) + median
+        step = (target - float(w[i] @ hbar)) / float(hbar @ hbar)
+        assert torch.allclose(got[k], w[i] + step * hbar, atol=1e-5)
+        assert abs(float(got[k] @ hbar) - target) < 1e-4
+    with pytest.raises(TokenizerExpandError, match="no old token occurs 5 times"):
+        frequency_logit_shift(hbar, w, torch.zeros(rows, dtype=torch.long), first_new)
+
+
+@pytest.mark.slow
+def test_freq_out_unties_and_moves_only_the_new_output_rows(initialised, asset, tmp_path):
+    """On real SmolLM2 and People's Daily: input rows stay the mean, the old output rows stay
+    the base model's, the new output rows move, and the untrained expanded model predicts
+    held-out Chinese better than the mean initialisation does."""
+    from llamaforge_tokenizer.freq_out import read_documents
+
+    corpus = asset("people-daily") / "train.txt"
+    out = tmp_path / "freq-out"
+    report = init_model(
+        initialised["base"],
+        initialised["tok"],
+        out,
+        InitConfig(method="freq-out", corpus=[corpus], corpus_docs=400),
+    )
+    assert not report.tied and report.matrices == [EMBED, "lm_head.weight"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["tie_word_embeddings"] is False and cfg["torch_dtype"] == "bfloat16"
+    n = report.old_rows
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        emb, head = f.get_tensor(EMBED), f.get_tensor("lm_head.weight")
+    mean = _embed(initialised["out"])
+    assert torch.equal(emb, mean) and torch.equal(head[:n], mean[:n])
+    assert not torch.equal(head[n:], mean[n:])
+
+    tok = AutoTokenizer.from_pretrained(out)
+    docs = read_documents([asset("people-daily") / "heldout.txt"], 8)
+
+    def nll_per_char(folder):
+        model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+        total = 0.0
+        with torch.no_grad():
+            for d in docs:
+                ids = tok(d, return_tensors="pt").input_ids[:, :256]
+                total += float(model(ids, labels=ids).loss) * (ids.shape[1] - 1)
+        return total / sum(len(d) for d in docs)
+
+    assert nll_per_char(out) < 0.97 * nll_per_char(initialised["out"])
+    with pytest.raises(TokenizerExpandError, match="freq-out needs a corpus"):
+        InitConfig(method="freq-out")
+    with pytest.raises(TokenizerExpandError, match="no such corpus file"):
+        InitConfig(method="freq-out", corpus=[tmp_path / "missing.txt"])

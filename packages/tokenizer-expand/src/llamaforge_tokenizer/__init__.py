@@ -7,6 +7,7 @@ is imported lazily.
 
 from llamaforge_tokenizer.bpe import expand_bpe
 from llamaforge_tokenizer.compression import CompressionRow, measure, plot_compression
+from llamaforge_tokenizer.embeddings import InitConfig, InitMethod  # (torch-free to import)
 from llamaforge_tokenizer.errors import TokenizerExpandError
 from llamaforge_tokenizer.expand import expand_tokenizer
 from llamaforge_tokenizer.learn import Candidate, LearnConfig, learn_pieces
@@ -28,6 +29,8 @@ __all__ = [
     "Candidate",
     "CompressionRow",
     "ExpandReport",
+    "InitConfig",
+    "InitMethod",
     "LearnConfig",
     "TokenizerExpandError",
     "__version__",

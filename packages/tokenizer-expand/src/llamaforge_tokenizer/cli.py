@@ -140,11 +140,16 @@ def init_model_cmd(
     model_dir: Annotated[Path, typer.Argument(help="HF model dir (safetensors).")],
     tokenizer_dir: Annotated[Path, typer.Argument(help="The expanded tokenizer dir.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output model dir.")],
-    method: Annotated[str, typer.Option(help="mean or noisy-mean.")] = "mean",
+    method: Annotated[str, typer.Option(help="mean, noisy-mean or freq-out.")] = "mean",
     noise_scale: Annotated[
         float, typer.Option(help="noisy-mean: noise std / old rows' std.")
     ] = 0.1,
     seed: Annotated[int, typer.Option(help="noisy-mean: random seed.")] = 0,
+    corpus: Annotated[
+        list[Path] | None,
+        typer.Option(help="freq-out: new-language text, a document per line. Repeatable."),
+    ] = None,
+    corpus_docs: Annotated[int, typer.Option(help="freq-out: documents counted.")] = 2000,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output dir.")] = False,
 ) -> None:
     """Resize MODEL_DIR's embeddings to TOKENIZER_DIR and initialise the new rows."""
@@ -158,16 +163,17 @@ def init_model_cmd(
         chosen = InitMethod(method)
     except ValueError:
         raise TokenizerExpandError(
-            f"unknown method {method!r}; choose mean or noisy-mean"
+            f"unknown method {method!r}; choose mean, noisy-mean or freq-out"
         ) from None
+    config = InitConfig(
+        method=chosen,
+        noise_scale=noise_scale,
+        seed=seed,
+        corpus=list(corpus or []),
+        corpus_docs=corpus_docs,
+    )
     with _console(ctx).status("initialising embeddings"):
-        report = init_model(
-            model_dir,
-            tokenizer_dir,
-            out,
-            InitConfig(method=chosen, noise_scale=noise_scale, seed=seed),
-            overwrite=overwrite,
-        )
+        report = init_model(model_dir, tokenizer_dir, out, config, overwrite=overwrite)
     table = Table(title=f"model → {out}", show_header=False)
     for key, value in report.to_dict().items():
         table.add_row(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -42,6 +42,7 @@ class InitMethod(str, Enum):
 
     MEAN = "mean"
     NOISY_MEAN = "noisy-mean"
+    FREQ_OUT = "freq-out"
 
 
 @dataclass(kw_only=True)
@@ -49,13 +50,21 @@ class InitConfig:
     """Settings of :func:`init_model`."""
 
     method: InitMethod = InitMethod.MEAN
-    """``mean`` of the sub-token rows, or ``noisy-mean`` (mean plus Gaussian noise)."""
+    """``mean`` of the sub-token rows; ``noisy-mean`` (mean plus Gaussian noise); ``freq-out``
+    (mean, then each new output row given its piece's frequency logit — see
+    :mod:`llamaforge_tokenizer.freq_out`; needs ``corpus``)."""
     noise_scale: float = 0.1
     """noisy-mean: noise std as a fraction of the old rows' std."""
     seed: int = 0
     """noisy-mean: random seed."""
     chunk_rows: int = 1024
     """New rows computed per step (bounds the temporary fp32 buffers)."""
+    corpus: list[Path] = field(default_factory=list)
+    """freq-out: training text of the target language (a document per line)."""
+    corpus_docs: int = 2000
+    """freq-out: documents of ``corpus`` counted."""
+    context: int = 512
+    """freq-out: tokens per document read by the model for the mean hidden state."""
 
     def __post_init__(self) -> None:
         self.method = InitMethod(self.method)
@@ -63,6 +72,15 @@ class InitConfig:
             raise TokenizerExpandError(f"noise_scale must be ≥ 0, got {self.noise_scale}")
         if self.chunk_rows < 1:
             raise TokenizerExpandError(f"chunk_rows must be ≥ 1, got {self.chunk_rows}")
+        self.corpus = [Path(p) for p in self.corpus]
+        if self.method is InitMethod.FREQ_OUT:
+            if not self.corpus:
+                raise TokenizerExpandError("freq-out needs a corpus of the new language's text")
+            for path in self.corpus:
+                if not path.is_file():
+                    raise TokenizerExpandError(f"{path}: no such corpus file")
+        if self.corpus_docs < 1 or self.context < 1:
+            raise TokenizerExpandError("corpus_docs and context must be ≥ 1")
 
 
 @dataclass(kw_only=True)
@@ -134,6 +152,14 @@ def init_model(
         if not changed:
             raise TokenizerExpandError(f"{model_dir}: no {INPUT_NAMES[0]} tensor found")
         _write_configs(model_dir, tokenizer_dir, tmp, model_cfg, new_size, sizes)
+        if config.method is InitMethod.FREQ_OUT:
+            from llamaforge_tokenizer.freq_out import calibrate_output_rows
+
+            calibrate_output_rows(
+                tmp, rows, config.corpus, max_docs=config.corpus_docs, context=config.context
+            )
+            tied = False
+            changed.append("lm_head.weight")
     return InitReport(
         old_rows=rows,
         new_rows=new_size,
