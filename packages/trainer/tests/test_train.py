@@ -518,3 +518,28 @@ def test_precision_auto_follows_the_bf16_flags(tiny_model, packed_text, tmp_path
     assert trainer.config.precision == here
     expected = "autocast" if here == "bf16" else "nullcontext"
     assert type(trainer._autocast()).__name__ == expected
+
+
+@pytest.mark.slow
+def test_trains_on_a_dir_packed_by_the_ray_engine(tiny_model, asset, tmp_path):
+    """data-pack's Ray engine writes the same format: the trainer reads it unchanged and
+    sees as many tokens as the local engine's output holds."""
+    pytest.importorskip("ray")
+    from llamaforge_datapack import PackConfig, Source, TokenizeConfig, pack
+
+    zh = (asset("people-daily") / "train.txt").read_text(encoding="utf-8").splitlines()[:200]
+    (tmp_path / "zh.txt").write_text("\n".join(zh), encoding="utf-8")
+    tok = TokenizeConfig(tokenizer_dir=asset("smollm2-tokenizer"), max_length=128)
+    packed = {}
+    for engine in ("local", "ray"):
+        packed[engine] = pack(
+            [Source(name="zh", inputs=[str(tmp_path / "zh.txt")])],
+            tok,
+            PackConfig(out_dir=tmp_path / engine, num_bins=2, engine=engine, block_records=50),
+        )
+    assert packed["ray"].tokens == packed["local"].tokens
+    cfg = _config(tmp_path, tiny_model, tmp_path / "ray", [{"steps": 3, "micro_batch_size": 2}])
+    Trainer(cfg).train()
+    rows = read_metrics(cfg.output_dir)
+    assert [r["global_step"] for r in rows] == [1, 2, 3]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)

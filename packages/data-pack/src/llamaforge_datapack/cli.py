@@ -63,7 +63,19 @@ def pack(
     num_bins: Annotated[int, typer.Option(help="Category bins for bucket ordering.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed for row order and fractional weights.")] = 42,
     shard_rows: Annotated[int, typer.Option(help="Rows per output shard.")] = 8192,
-    num_proc: Annotated[int, typer.Option(help="Tokenizer processes.")] = 1,
+    num_proc: Annotated[
+        int, typer.Option(help="Tokenizer processes (with --engine ray: Ray workers).")
+    ] = 1,
+    engine: Annotated[
+        str, typer.Option(help="local (this machine) or ray (Ray Data, needs the [ray] extra).")
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="ray: the cluster's address (default: start a local Ray instance)."),
+    ] = None,
+    block_records: Annotated[
+        int, typer.Option(help="ray: input lines per block (one worker task each).")
+    ] = 20000,
     on_error: Annotated[str, typer.Option(help="fail or skip (and count) bad records.")] = "fail",
     bos: Annotated[
         bool | None, typer.Option(help="Start documents with BOS (default: as the tokenizer does).")
@@ -93,6 +105,9 @@ def pack(
         num_proc=num_proc,
         on_error=OnError(on_error),
         overwrite=overwrite,
+        engine=engine,
+        ray_address=ray_address,
+        block_records=block_records,
     )
     console = _console(ctx)
     from datasets.utils.logging import disable_progress_bar

@@ -97,16 +97,26 @@ class PackConfig:
     """``fail`` on the first bad record, or ``skip`` and count it."""
     overwrite: bool = False
     """Replace an existing ``out_dir``."""
+    engine: str = "local"
+    """``local`` (this machine's cores) or ``ray`` (Ray Data: tokenise and pack blocks on a
+    Ray cluster's workers; ``num_proc`` is then the number of workers)."""
+    ray_address: str | None = None
+    """ray: the cluster to join (``ray start --head`` prints it); none starts a local one."""
+    block_records: int = 20000
+    """ray: lines of an input file per block (a block is tokenised and packed by one worker)."""
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         self.on_error = OnError(self.on_error)
+        if self.engine not in ("local", "ray"):
+            raise DataPackError(f"engine must be local or ray, got {self.engine!r}")
         problems = [
             f"{name} must be ≥ 1, got {value}"
             for name, value in (
                 ("num_bins", self.num_bins),
                 ("shard_rows", self.shard_rows),
                 ("num_proc", self.num_proc),
+                ("block_records", self.block_records),
             )
             if value < 1
         ]
@@ -205,6 +215,12 @@ def pack(
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise DataPackError(f"source names must be unique, got {names}")
+    if config.engine == "ray":
+        from llamaforge_datapack.ray_engine import pack_with_ray
+
+        run = pack_with_ray
+    else:
+        run = _pack_here
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_work_dirs(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -219,13 +235,7 @@ def pack(
             num_bins=config.num_bins,
             sources={s.name: s.weight for s in sources},
         )
-        spill = Spill(tmp / "spill")
-        docs = _tokenize_all(sources, tokenize, config, spill, manifest, progress)
-        tokens, labels = spill.close()
-        plan = _plan_rows(docs, np.asarray(spill.offsets, np.int64), tokenize.max_length, config)
-        _count_rows(plan, manifest, tokenize.max_length)
-        _write_shards(plan, tokens, labels, tmp, config, manifest, progress)
-        shutil.rmtree(tmp / "spill")
+        run(sources, tokenize, config, tmp, manifest, progress)
         (tmp / _WORK_MARKER).unlink()
         (tmp / "manifest.json").write_text(
             json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n"
@@ -237,6 +247,38 @@ def pack(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _pack_here(sources, tokenize, config, tmp: Path, manifest: Manifest, progress) -> None:
+    """The local engine: every step in this process (tokenising in ``num_proc`` workers)."""
+    rng = np.random.default_rng(config.seed)
+    spill = Spill(tmp / "spill")
+    docs = _Docs()
+    for source in sources:
+        stats = ReadStats()
+        records = read_records(
+            source.inputs, on_error=config.on_error, stats=stats, default_category=source.name
+        )
+        encoded = encode_records(records, tokenize, num_proc=config.num_proc)
+        add_documents(
+            encoded,
+            source.weight,
+            config.seed,
+            spill,
+            docs,
+            manifest,
+            tokenize.max_length,
+            progress,
+        )
+        add_read_stats(manifest, stats)
+    if not docs.length:
+        raise DataPackError("no documents to pack (every record was skipped or dropped)")
+    tokens, labels = spill.close()
+    offsets = np.asarray(spill.offsets, np.int64)
+    plan = plan_rows(docs, offsets, tokenize.max_length, config.num_bins, rng)
+    count_rows(plan, manifest, tokenize.max_length)
+    write_shards(plan, tokens, labels, tmp, config.shard_rows, manifest, progress)
+    shutil.rmtree(tmp / "spill")
 
 
 def _check_output_dir(out: Path, overwrite: bool) -> None:
@@ -280,61 +322,67 @@ def _remove_stale_work_dirs(out: Path) -> None:
             pass
 
 
-def _tokenize_all(sources, tokenize, config, spill, manifest, progress) -> _Docs:
-    rng = np.random.default_rng(config.seed)
-    docs = _Docs()
-    max_len = tokenize.max_length
-    for source in sources:
-        stats = ReadStats()
-        records = read_records(
-            source.inputs, on_error=config.on_error, stats=stats, default_category=source.name
+def keeps_extra_copy(seed: int, origin: str, frac: float) -> bool:
+    """Whether a document gets the fractional part of its source's weight: a hash of the seed
+    and the record's ``file:line``, so the choice is the same whichever engine, block or
+    order reads it."""
+    digest = hashlib.blake2b(f"{seed}\0{origin}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64 < frac
+
+
+def add_documents(
+    encoded, weight, seed, spill, docs: _Docs, manifest: Manifest, max_len: int, progress=None
+) -> None:
+    """Spill each tokenised document and list it ``weight`` times (the fractional part decided
+    per document by :func:`keeps_extra_copy`); count what is added, truncated or dropped in
+    ``manifest``."""
+    whole, frac = int(weight), weight - int(weight)
+    for doc in encoded:
+        manifest.truncated_conversations += doc.truncated
+        if doc.dropped:
+            manifest.dropped_conversations += 1
+            continue
+        copies = whole + (1 if frac and keeps_extra_copy(seed, doc.origin, frac) else 0)
+        if copies == 0:
+            continue
+        index = spill.add(doc.input_ids, doc.labels)
+        n = len(doc.input_ids)
+        docs.spill_index += [index] * copies
+        docs.length += [n] * copies
+        docs.category += [doc.category] * copies
+        manifest.documents += copies
+        manifest.split_documents += copies * (n > max_len)
+        manifest.tokens += copies * n
+        manifest.label_tokens += copies * int((doc.labels != -100).sum())
+        manifest.tokens_per_category[doc.category] = (
+            manifest.tokens_per_category.get(doc.category, 0) + copies * n
         )
-        whole, frac = int(source.weight), source.weight - int(source.weight)
-        for doc in encode_records(records, tokenize, num_proc=config.num_proc):
-            manifest.truncated_conversations += doc.truncated
-            if doc.dropped:
-                manifest.dropped_conversations += 1
-                continue
-            copies = whole + (1 if frac and rng.random() < frac else 0)
-            if copies == 0:
-                continue
-            index = spill.add(doc.input_ids, doc.labels)
-            n = len(doc.input_ids)
-            docs.spill_index += [index] * copies
-            docs.length += [n] * copies
-            docs.category += [doc.category] * copies
-            manifest.documents += copies
-            manifest.split_documents += copies * (n > max_len)
-            manifest.tokens += copies * n
-            manifest.label_tokens += copies * int((doc.labels != -100).sum())
-            manifest.tokens_per_category[doc.category] = (
-                manifest.tokens_per_category.get(doc.category, 0) + copies * n
-            )
-            if progress and manifest.documents % 1000 < copies:
-                progress("tokenising", manifest.documents)
-        manifest.files += stats.files
-        manifest.records += stats.records
-        manifest.skipped_records += stats.skipped
-        manifest.skipped_examples += stats.skipped_examples[: 20 - len(manifest.skipped_examples)]
-    if not docs.length:
-        raise DataPackError("no documents to pack (every record was skipped or dropped)")
-    return docs
+        if progress and manifest.documents % 1000 < copies:
+            progress("tokenising", manifest.documents)
 
 
-def _plan_rows(docs: _Docs, offsets: np.ndarray, max_len: int, config: PackConfig) -> _Plan:
+def add_read_stats(manifest: Manifest, stats: ReadStats) -> None:
+    """Add what a reader saw (files, records, skipped ones) to ``manifest``."""
+    manifest.files += stats.files
+    manifest.records += stats.records
+    manifest.skipped_records += stats.skipped
+    manifest.skipped_examples += stats.skipped_examples[: 20 - len(manifest.skipped_examples)]
+
+
+def plan_rows(docs: _Docs, offsets: np.ndarray, max_len: int, num_bins: int, rng) -> _Plan:
     """Split documents longer than a row into pieces, best-fit-decreasing per category, then
-    bucket order: bucket ``k`` holds a seeded ``1/num_bins`` of every category's rows."""
+    bucket order: bucket ``k`` holds a ``1/num_bins`` of every category's rows (``rng``
+    decides which, and the order inside a bucket)."""
     doc, start, length = split_lengths(np.asarray(docs.length, np.int64), max_len)
     names = sorted(set(docs.category))
     doc_category = np.asarray([names.index(c) for c in docs.category], np.int64)
     piece_category = doc_category[doc]
-    rng = np.random.default_rng(config.seed)
-    buckets: list[list[tuple[list[int], str, int]]] = [[] for _ in range(config.num_bins)]
+    buckets: list[list[tuple[list[int], str, int]]] = [[] for _ in range(num_bins)]
     for c, cat in enumerate(names):
         members = np.flatnonzero(piece_category == c)
         bins = [members[b].tolist() for b in best_fit_decreasing(length[members], max_len)]
         order = rng.permutation(len(bins))
-        for k, part in enumerate(np.array_split(order, config.num_bins)):
+        for k, part in enumerate(np.array_split(order, num_bins)):
             buckets[k] += [(bins[j], cat, k) for j in part.tolist()]
     rows = []
     for bucket in buckets:
@@ -343,14 +391,15 @@ def _plan_rows(docs: _Docs, offsets: np.ndarray, max_len: int, config: PackConfi
     return _Plan(rows=rows, source=source, length=length)
 
 
-def _count_rows(plan: _Plan, manifest: Manifest, max_len: int) -> None:
-    manifest.segments = len(plan.length)
-    manifest.rows = len(plan.rows)
-    manifest.fill_ratio = manifest.tokens / (manifest.rows * max_len)
-    counts: dict[str, int] = {}
+def count_rows(plan: _Plan, manifest: Manifest, max_len: int) -> None:
+    """Add the plan's segments and rows (per category) to ``manifest``; set its fill ratio."""
+    manifest.segments += len(plan.length)
+    manifest.rows += len(plan.rows)
+    manifest.fill_ratio = manifest.tokens / max(manifest.rows * max_len, 1)
+    counts = dict(manifest.rows_per_category)
     for _, cat, _ in plan.rows:
         counts[cat] = counts.get(cat, 0) + 1
-    manifest.rows_per_category.update(sorted(counts.items()))
+    manifest.rows_per_category = dict(sorted(counts.items()))
 
 
 def _pin_fingerprint(folder: Path) -> None:
@@ -364,7 +413,11 @@ def _pin_fingerprint(folder: Path) -> None:
     state_path.write_text(json.dumps(state, indent=2, sort_keys=True))
 
 
-def _write_shards(plan: _Plan, tokens, labels, tmp, config, manifest, progress) -> None:
+def write_shards(
+    plan: _Plan, tokens, labels, folder: Path, shard_rows: int, manifest, progress=None
+) -> list[int]:
+    """Write the plan's rows as ``shard-NNNNN`` dirs in ``folder`` (listed in ``manifest``);
+    a shard never spans two buckets. Returns each shard's bucket."""
     from datasets import Dataset, Features, Sequence, Value
 
     features = Features(
@@ -376,9 +429,17 @@ def _write_shards(plan: _Plan, tokens, labels, tmp, config, manifest, progress) 
             "bucket": Value("int32"),
         }
     )
-    for n, lo in enumerate(range(0, len(plan.rows), config.shard_rows)):
+    spans, lo = [], 0
+    while lo < len(plan.rows):  # runs of one bucket, ≤ shard_rows each
+        hi, bucket = lo, plan.rows[lo][2]
+        while hi < len(plan.rows) and hi - lo < shard_rows and plan.rows[hi][2] == bucket:
+            hi += 1
+        spans.append((lo, hi))
+        lo = hi
+    buckets = []
+    for n, (lo, hi) in enumerate(spans):
         cols: dict[str, list] = {k: [] for k in features}
-        shard = plan.rows[lo : lo + config.shard_rows]
+        shard = plan.rows[lo:hi]
         for part in range(0, len(shard), _GATHER_ROWS):  # bounds the gather's index array
             rows = shard[part : part + _GATHER_ROWS]
             bins = [pieces for pieces, _, _ in rows]
@@ -389,8 +450,10 @@ def _write_shards(plan: _Plan, tokens, labels, tmp, config, manifest, progress) 
             cols["category"] += [cat for _, cat, _ in rows]
             cols["bucket"] += [bucket for _, _, bucket in rows]
         name = f"shard-{n:05d}"
-        Dataset.from_dict(cols, features=features).save_to_disk(str(tmp / name))
-        _pin_fingerprint(tmp / name)
+        Dataset.from_dict(cols, features=features).save_to_disk(str(folder / name))
+        _pin_fingerprint(folder / name)
         manifest.shards.append(name)
+        buckets.append(shard[0][2])
         if progress:
-            progress("writing", min(lo + config.shard_rows, len(plan.rows)))
+            progress("writing", hi)
+    return buckets

@@ -17,8 +17,9 @@ counted instead and reading goes on.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -87,8 +88,46 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     return unique
 
 
-def _raw_records(path: Path) -> Iterator[tuple[int, object]]:
-    """(line or row number, parsed object); a malformed JSON line yields a DataPackError."""
+@dataclass(frozen=True)
+class FileBlock:
+    """A stretch of one input file, read on its own: lines ``first_line`` … ``first_line +
+    lines - 1`` starting at byte ``start`` of a ``.jsonl`` / ``.txt`` file, or (``lines`` 0)
+    the whole of a ``.json`` / ``.parquet`` file."""
+
+    path: Path
+    start: int = 0
+    first_line: int = 1
+    lines: int = 0
+
+
+def split_file(path: Path, block_lines: int, *, chunk: int = 1 << 24) -> list[FileBlock]:
+    """``path`` as blocks of ``block_lines`` lines (one block for .json / .parquet): one pass
+    over the bytes, counting newlines."""
+    if path.suffix not in (".jsonl", ".txt"):
+        return [FileBlock(path)]
+    blocks: list[FileBlock] = []
+    start, first, line, offset = 0, 1, 1, 0
+    try:
+        with path.open("rb") as fh:
+            while data := fh.read(chunk):
+                at = 0
+                while (nl := data.find(b"\n", at)) != -1:
+                    line += 1
+                    at = nl + 1
+                    if line - first == block_lines:
+                        blocks.append(FileBlock(path, start, first, block_lines))
+                        start, first = offset + at, line
+                offset += len(data)
+    except OSError as exc:
+        raise DataPackError(f"{path}: cannot open ({exc.strerror})") from None
+    if offset > start:  # a last stretch (with or without a final newline)
+        blocks.append(FileBlock(path, start, first, line - first + 1))
+    return blocks or [FileBlock(path, 0, 1, 1)]
+
+
+def _raw_records(path: Path, block: FileBlock | None = None) -> Iterator[tuple[int, object]]:
+    """(line or row number, parsed object); a malformed JSON line yields a DataPackError.
+    With ``block``, only the lines of that block of a .jsonl / .txt file."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -118,7 +157,12 @@ def _raw_records(path: Path) -> Iterator[tuple[int, object]]:
                 raise DataPackError(f"{path}: a .json file must hold a list of records")
             yield from enumerate(data, start=1)
             return
-        for lineno, raw in enumerate(handle, start=1):  # bytes, so errors know their line
+        lines: Iterator[bytes] = handle
+        first = 1
+        if block is not None and block.lines:
+            handle.seek(block.start)
+            lines, first = itertools.islice(handle, block.lines), block.first_line
+        for lineno, raw in enumerate(lines, start=first):  # bytes, so errors know their line
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -210,22 +254,37 @@ def read_records(
         raise DataPackError("no input files")
     for path in files:
         stats.files += 1
-        category = default_category or path.stem
-        seen_any = False
-        for number, obj in _raw_records(path):
-            seen_any = True
-            try:
-                if isinstance(obj, DataPackError):
-                    raise obj
-                record = parse_record(obj, f"{path}:{number}", category)
-            except DataPackError as exc:
-                if on_error is OnError.FAIL:
-                    raise
-                stats.skipped += 1
-                if len(stats.skipped_examples) < 20:
-                    stats.skipped_examples.append(str(exc))
-                continue
-            stats.records += 1
-            yield record
-        if not seen_any:
+        seen = yield from read_block(
+            FileBlock(path), on_error=on_error, stats=stats, default_category=default_category
+        )
+        if not seen:
             raise DataPackError(f"{path}: empty file (no records)")
+
+
+def read_block(
+    block: FileBlock,
+    *,
+    on_error: OnError = OnError.FAIL,
+    stats: ReadStats,
+    default_category: str | None = None,
+) -> Generator[Record, None, bool]:
+    """Stream the validated records of one block (see :func:`read_records`); return whether
+    it held any record, valid or not."""
+    category = default_category or block.path.stem
+    seen_any = False
+    for number, obj in _raw_records(block.path, block):
+        seen_any = True
+        try:
+            if isinstance(obj, DataPackError):
+                raise obj
+            record = parse_record(obj, f"{block.path}:{number}", category)
+        except DataPackError as exc:
+            if on_error is OnError.FAIL:
+                raise
+            stats.skipped += 1
+            if len(stats.skipped_examples) < 20:
+                stats.skipped_examples.append(str(exc))
+            continue
+        stats.records += 1
+        yield record
+    return seen_any

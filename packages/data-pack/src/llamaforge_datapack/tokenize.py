@@ -69,6 +69,7 @@ class Tokenized:
     kind: str
     truncated: bool = False  # SFT: turns after the last fitting exchange were cut
     dropped: bool = False  # SFT: not even one exchange fits
+    origin: str = ""  # the record's "file:line"
 
 
 def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
@@ -146,7 +147,11 @@ class Encoder:
         ids = head + source + target + tail
         labels = [IGNORE] * (len(head) + len(source)) + target + tail
         return Tokenized(
-            np.asarray(ids, np.int32), np.asarray(labels, np.int32), record.category, record.kind
+            np.asarray(ids, np.int32),
+            np.asarray(labels, np.int32),
+            record.category,
+            record.kind,
+            origin=record.origin,
         )
 
     def _segments(self, messages: list[tuple[str, str]]) -> list[Segment]:
@@ -180,6 +185,7 @@ class Encoder:
             "sft",
             truncated=truncated,
             dropped=dropped,
+            origin=record.origin,
         )
 
 
