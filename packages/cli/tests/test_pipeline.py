@@ -17,6 +17,7 @@ from llamaforge_cli.pipeline.recipe import PipelineError, load_recipe
 from llamaforge_cli.pipeline.runner import plan, run
 
 STAGES = [
+    "chat-replay",
     "learn-vocab",
     "expand-vocab",
     "init-model",
@@ -43,6 +44,7 @@ def _recipe(tmp: Path, asset, tiny_llama, steps: int = 2, pieces: int = 150) -> 
         en = (asset("botchan") / "train.txt").read_text(encoding="utf-8").splitlines()
         (tmp / "en.txt").write_text("\n".join(en[:40]), encoding="utf-8")
         (tmp / "en-held.txt").write_text("\n".join(en[-5:]), encoding="utf-8")
+        (tmp / "prompts.txt").write_text("Say hello.\n\nName a colour.\n", encoding="utf-8")
     path = tmp / "recipe.toml"
     path.write_text(f"""
 out = "out"
@@ -72,6 +74,10 @@ steps = {steps}
 lr = 1e-3
 micro_batch_size = 2
 [control]
+[chat_replay]
+prompts = "prompts.txt"
+max_new_tokens = 6
+weight = 3
 [eval]
 text = {{zh = ["zh-held.txt"], en = ["en-held.txt"]}}
 generation_prompts = 2
@@ -95,14 +101,25 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
     assert (tmp_path / "out" / "report" / "loss-per-char.png").stat().st_size > 5000
     targets = json.loads((tmp_path / "out" / "report" / "targets.json").read_text())
     assert {t["target"].split(":")[0] for t in targets} == {"zh", "en"}
+    # the base model's chat answers, packed three times into both arms' data
+    replay = (tmp_path / "out" / "chat-replay" / "replay.jsonl").read_text(encoding="utf-8")
+    records = [json.loads(line) for line in replay.splitlines()]
+    assert [r["messages"][0]["content"] for r in records] == ["Say hello.", "Name a colour."]
+    for packed in ("mix", "control/mix"):
+        path = tmp_path / "out" / "pack-data" / packed / "manifest.json"
+        manifest = json.loads(path.read_text())
+        assert manifest["sources"]["chat-replay"] == 3 and manifest["template"] == "tokenizer"
+        assert manifest["tokens_per_category"]["chat-replay"] > 0
+        assert manifest["documents"] > 6
     assert [r.action for r in plan(recipe)] == ["skip"] * len(STAGES)
     assert [r.action for r in run(recipe)] == ["skip"] * len(STAGES)
     changed = load_recipe(_recipe(tmp_path, asset, tiny_llama, pieces=120))
-    assert [r.action for r in plan(changed)][:2] == ["rerun (changed)", "run"]
+    assert [r.action for r in plan(changed)][:3] == ["skip", "rerun (changed)", "run"]
     again = run(changed)
-    assert [r.action for r in again] == ["rerun (changed)"] * len(STAGES)
+    # the chat replay depends on the base model and the prompts only
+    assert [r.action for r in again] == ["skip"] + ["rerun (changed)"] * 8
     partial = run(changed, start="eval")
-    assert [r.action for r in partial] == ["skip"] * 6 + ["rerun (--from)"] * 2
+    assert [r.action for r in partial] == ["skip"] * 7 + ["rerun (--from)"] * 2
 
     # A corrupted output is not trusted: pack-data runs again (into a new dir), and since it
     # writes the same bytes, the finished training is kept and skipped.
@@ -111,12 +128,12 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
     export_bytes = export.read_bytes()
     shard = sorted((out / "pack-data" / "mix").glob("shard-*/*.arrow"))[0]
     shard.write_bytes(shard.read_bytes()[:100])
-    assert [(r.stage, r.action) for r in plan(changed)][3:5] == [
+    assert [(r.stage, r.action) for r in plan(changed)][4:6] == [
         ("pack-data", "rerun (output changed)"),
         ("train", "run"),  # the plan cannot know yet that the same bytes come back
     ]
     after = run(changed)
-    assert [r.action for r in after][3:] == ["rerun (output changed)"] + ["skip"] * 4
+    assert [r.action for r in after][4:] == ["rerun (output changed)"] + ["skip"] * 4
     assert export.read_bytes() == export_bytes
     assert not any(p.name.startswith(".") for p in out.iterdir())  # no work dir left
 
@@ -139,7 +156,7 @@ def test_a_killed_rerun_keeps_the_previous_result_and_resumes(asset, tiny_llama,
     assert kept == export
     assert [r.action for r in plan(recipe)] == ["skip"] * len(STAGES)
     done = run(load_recipe(path))
-    assert [(r.stage, r.action) for r in done][4] == ("train", "resume")
+    assert [(r.stage, r.action) for r in done][5] == ("train", "resume")
     lines = (out / "train" / "run" / "metrics.jsonl").read_text().splitlines()
     rows = [json.loads(x) for x in lines]
     assert sorted({r["global_step"] for r in rows}) == list(range(1, 25))
@@ -168,12 +185,12 @@ def test_crash_inside_train_resumes(asset, tiny_llama, tmp_path):
     metrics = tmp_path / "out" / "train" / "run" / "metrics.jsonl"
     _run_and_kill(path, metrics, tmp_path)
     recipe = load_recipe(path)
-    assert [(r.stage, r.action) for r in plan(recipe)][3:5] == [
+    assert [(r.stage, r.action) for r in plan(recipe)][4:6] == [
         ("pack-data", "skip"),
         ("train", "resume"),
     ]
     done = run(recipe)
-    assert [r.action for r in done] == ["skip"] * 4 + ["resume", "run", "run", "run"]
+    assert [r.action for r in done] == ["skip"] * 5 + ["resume", "run", "run", "run"]
     rows = [json.loads(x) for x in metrics.read_text().splitlines()]
     assert sorted({r["global_step"] for r in rows}) == list(range(1, 25))
 

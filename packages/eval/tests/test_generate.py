@@ -62,5 +62,5 @@ def test_bad_generation_settings_are_named(tiny_eval_model):
     model, tok = load_model(tiny_eval_model, device="cpu", dtype="float32")
     with pytest.raises(EvalError, match="no prompts"):
         generation_speed(model, tok, [])
-    with pytest.raises(EvalError, match="max_new_tokens must be ≥ 1"):
+    with pytest.raises(EvalError, match="max_new_tokens and repeats must be ≥ 1"):
         generation_speed(model, tok, ["x"], max_new_tokens=0)

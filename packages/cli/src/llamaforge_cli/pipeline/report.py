@@ -113,7 +113,11 @@ def _arms_section(recipe: Recipe, results: dict[str, dict], plan: dict | None) -
         g = res.get("generation")
         if not g:
             return "—"
-        return f"{g['chars_per_s']:.1f} ({g['chars_per_token']:.2f} chars/token)"
+        per_token = g["new_tokens"] / g["seconds"] if g["seconds"] else 0.0
+        return (
+            f"{g['chars_per_s']:.1f} = {per_token:.1f} tokens/s × "
+            f"{g['chars_per_token']:.2f} chars/token"
+        )
 
     if target and any(r.get("generation") for r in results.values()):
         row(f"{target}: characters generated per second (greedy)", speed)

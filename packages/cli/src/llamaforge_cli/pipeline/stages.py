@@ -49,6 +49,10 @@ class Layout:
         return self.out / "init-model" / "model"
 
     @property
+    def replay(self) -> Path:
+        return self.out / "chat-replay" / "replay.jsonl"
+
+    @property
     def packed(self) -> Path:
         return self.out / "pack-data"
 
@@ -79,16 +83,28 @@ def _sources(recipe: Recipe, specs: list[str]):
 
 
 def _characters(sources) -> float:
-    """Characters of text in ``sources`` as packed: each source's documents (non-empty lines)
-    counted ``weight`` times, line breaks not counted."""
+    """Characters of text in ``sources`` as packed: each source's documents counted ``weight``
+    times — a text file's non-empty lines (line breaks not counted), a jsonl file's text
+    fields and message contents."""
     total = 0.0
     for source in sources:
         chars = 0
         for name in source.inputs:
             with open(name, encoding="utf-8") as fh:
-                chars += sum(len(line.rstrip("\n")) for line in fh)
+                if not name.endswith(".jsonl"):
+                    chars += sum(len(line.rstrip("\n")) for line in fh)
+                    continue
+                for line in fh:
+                    if line.strip():
+                        chars += _record_characters(json.loads(line))
         total += source.weight * chars
     return total
+
+
+def _record_characters(record: dict) -> int:
+    turns = record.get("messages", [])
+    text = [record.get(k, "") for k in ("text", "source", "target")]
+    return sum(len(t) for t in text) + sum(len(m.get("content", "")) for m in turns)
 
 
 def _text_files(recipe: Recipe) -> dict[str, list[Path]]:
@@ -132,15 +148,49 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         console.print(f"{report.kind} tokenizer: {report.new_size:,} tokens")
 
     def init(folder: Path) -> None:
-        from llamaforge_tokenizer import init_model
+        from llamaforge_tokenizer import InitConfig, init_model
 
-        with console.status("initialising embeddings"):
-            report = init_model(base(), at.tokenizer, folder / at.model.name, overwrite=True)
-        console.print(f"model: {report.old_rows:,} → {report.new_rows:,} rows")
+        config = InitConfig(method=v.init, corpus=corpus() if v.init == "freq-out" else [])
+        out = folder / at.model.name
+        with console.status(f"initialising embeddings ({v.init})"):
+            report = init_model(base(), at.tokenizer, out, config, overwrite=True)
+        console.print(f"model: {report.old_rows:,} → {report.new_rows:,} rows ({v.init})")
+
+    def chat_replay(folder: Path) -> None:
+        from llamaforge_cli.pipeline.replay import read_prompts, write_replay
+
+        r = recipe.chat_replay
+        prompts = read_prompts(recipe.resolve(r.prompts))
+        with console.status("chat replay: answering") as status:
+            counts = write_replay(
+                base(),
+                prompts,
+                folder / at.replay.name,
+                max_new_tokens=r.max_new_tokens,
+                on_answer=lambda k: status.update(f"chat replay: {k} / {len(prompts)} answers"),
+            )
+        (folder / "replay.json").write_text(json.dumps(counts, indent=2) + "\n")
+        console.print(
+            f"chat replay: {counts['answers']} answers by the base model "
+            f"({counts['stopped_at_limit']} stopped at {r.max_new_tokens} tokens)"
+        )
+
+    def data_sources(ds):
+        """A dataset's sources, the chat replay added when the recipe has one."""
+        from llamaforge_datapack import Source
+
+        sources = _sources(recipe, ds.sources)
+        if recipe.chat_replay is not None:
+            weight = recipe.chat_replay.weight
+            sources.append(Source(name="chat-replay", inputs=[str(at.replay)], weight=weight))
+        return sources
 
     def pack(folder: Path) -> None:
         import llamaforge_datapack as datapack  # (`pack` is also a submodule's name)
         from llamaforge_datapack import PackConfig, TokenizeConfig
+
+        # chat records in the tokenizer's own chat template (what its model answers in)
+        template = "tokenizer" if recipe.chat_replay is not None else "chatml"
 
         # the control arm reads the same text packed with the base tokenizer
         targets = [("", at.tokenizer, folder)]
@@ -148,13 +198,15 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
             targets.append(("control ", base(), folder / at.control_packed.name))
         counts: dict[str, dict] = {}
         for name, ds in recipe.data.items():
-            sources = _sources(recipe, ds.sources)
+            sources = data_sources(ds)
             counts[name] = {"characters": _characters(sources)}
             for label, tokenizer, parent in targets:
                 with console.status(f"packing {label}{name}") as status:
                     manifest = datapack.pack(
                         sources,
-                        TokenizeConfig(tokenizer_dir=tokenizer, max_length=ds.max_length),
+                        TokenizeConfig(
+                            tokenizer_dir=tokenizer, max_length=ds.max_length, template=template
+                        ),
                         PackConfig(out_dir=parent / name, num_bins=ds.num_bins, overwrite=True),
                         progress=lambda stage, n, what=f"{label}{name}", status=status: (
                             status.update(f"packing {what}: {stage} {n:,}")
@@ -254,14 +306,17 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
 
         write_report(recipe, folder)
 
+    def corpus() -> list[Path]:
+        return [recipe.resolve(c) for c in v.corpus]
+
     def learn_inputs() -> list[Path]:
         files = [base() / "tokenizer.json", base() / "tokenizer.model"]
-        files += [recipe.resolve(c) for c in v.corpus]
+        files += corpus()
         return files + ([recipe.resolve(v.word_list)] if v.word_list else [])
 
     def pack_inputs() -> list[Path]:
-        sources = [s for ds in recipe.data.values() for s in _sources(recipe, ds.sources)]
-        return [at.tokenizer, *[Path(p) for s in sources for p in s.inputs]]
+        sources = [s for ds in recipe.data.values() for s in data_sources(ds)]
+        return [at.tokenizer, *dict.fromkeys(Path(p) for s in sources for p in s.inputs)]
 
     def eval_inputs() -> list[Path]:
         texts = [f for files in _text_files(recipe).values() for f in files]
@@ -274,20 +329,43 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         }
 
     return [
+        # first: it depends on the base model and the prompts only
+        *(
+            [
+                Stage(
+                    "chat-replay",
+                    lambda: [base(), recipe.resolve(recipe.chat_replay.prompts)],
+                    lambda: recipe.chat_replay.model_dump(exclude={"weight"}),
+                    chat_replay,
+                )
+            ]
+            if recipe.chat_replay is not None
+            else []
+        ),
         Stage(
             "learn-vocab",
             learn_inputs,
-            lambda: {"base": recipe.base_model, **v.model_dump()},
+            lambda: {"base": recipe.base_model, **v.model_dump(exclude={"init"})},
             learn,
         ),
         Stage("expand-vocab", lambda: [at.pieces], lambda: {"pad_to": v.pad_to}, expand),
-        Stage("init-model", lambda: [base(), at.tokenizer], dict, init),
+        Stage(
+            "init-model",
+            lambda: [base(), at.tokenizer, *(corpus() if v.init == "freq-out" else [])],
+            lambda: {"init": v.init},
+            init,
+        ),
         Stage(
             "pack-data",
             pack_inputs,
             lambda: {
                 **{k: ds.model_dump() for k, ds in recipe.data.items()},
                 "control": recipe.control is not None,
+                **(
+                    {"chat_replay": recipe.chat_replay.weight}
+                    if recipe.chat_replay is not None
+                    else {}
+                ),
             },
             pack,
         ),
