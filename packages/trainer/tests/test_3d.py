@@ -30,6 +30,7 @@ STAGES = [
 
 
 def _recipe(tmp: Path, model: Path, data: Path, name: str, stages=STAGES, **top) -> Path:
+    top.setdefault("precision", "fp32")  # the same numbers on every machine (auto: bf16 on some)
     lines = [f'model = "{model}"', f'output_dir = "{tmp / name}"', "save_interval = 3"]
     lines += ["keep_last = 5", *(f"{k} = {json.dumps(v)}" for k, v in top.items())]
     for stage in stages:
@@ -57,7 +58,9 @@ def _ddp(model: Path, data: Path, stages: list[dict], out: Path) -> Path:
     """The reference: the same stages, one process, plain ddp; returns its output dir."""
     plain = [StageConfig(data=[str(data)], **s) for s in stages]
     Trainer(
-        TrainConfig(model=str(model), output_dir=str(out), stages=plain, save_interval=3)
+        TrainConfig(
+            model=str(model), output_dir=str(out), stages=plain, save_interval=3, precision="fp32"
+        )
     ).train()
     return out
 
