@@ -117,23 +117,13 @@ class BlockPacker:
                 stats=stats,
                 default_category=source["name"],
             )
-            seen = False
-
-            def encoded():
-                nonlocal seen
-                while True:
-                    try:
-                        record = next(records)
-                    except StopIteration as stop:  # read_block returns whether it saw any
-                        seen = bool(stop.value)
-                        return
-                    yield self.encoder.encode(record)
-
+            encoded = (self.encoder.encode(record) for record in records)
             spill, docs = Spill(tmp / "spill"), _Docs()
             max_len = self.tokenize.max_length
             seed = self.settings["seed"]
-            add_documents(encoded(), source["weight"], seed, spill, docs, part, max_len)
+            add_documents(encoded, source["weight"], seed, spill, docs, part, max_len)
             add_read_stats(part, stats)
+            seen = stats.records + stats.skipped > 0  # a record, valid or not
             tokens, labels = spill.close()
             buckets: list[int] = []
             if docs.length:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import glob
 import itertools
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -254,10 +254,11 @@ def read_records(
         raise DataPackError("no input files")
     for path in files:
         stats.files += 1
-        seen = yield from read_block(
+        before = stats.records + stats.skipped
+        yield from read_block(
             FileBlock(path), on_error=on_error, stats=stats, default_category=default_category
         )
-        if not seen:
+        if stats.records + stats.skipped == before:
             raise DataPackError(f"{path}: empty file (no records)")
 
 
@@ -267,13 +268,11 @@ def read_block(
     on_error: OnError = OnError.FAIL,
     stats: ReadStats,
     default_category: str | None = None,
-) -> Generator[Record, None, bool]:
-    """Stream the validated records of one block (see :func:`read_records`); return whether
-    it held any record, valid or not."""
+) -> Iterator[Record]:
+    """Stream the validated records of one block (see :func:`read_records`), counting each
+    in ``stats`` (as read or as skipped)."""
     category = default_category or block.path.stem
-    seen_any = False
     for number, obj in _raw_records(block.path, block):
-        seen_any = True
         try:
             if isinstance(obj, DataPackError):
                 raise obj
@@ -287,4 +286,3 @@ def read_block(
             continue
         stats.records += 1
         yield record
-    return seen_any
