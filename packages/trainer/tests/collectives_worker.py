@@ -1,9 +1,11 @@
 """Run under torchrun (gloo): checks llamaforge's replacements for the collectives
-ColossalAI 0.5.0 gets wrong or gloo lacks against plain gathers, and prints one JSON line."""
+ColossalAI 0.5.0 gets wrong or gloo lacks against plain gathers; each rank writes its
+results to rank<N>.json in the working directory."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -54,7 +56,8 @@ def main() -> None:
     checks["all_to_all"] = all(
         torch.equal(g, torch.full((2, rank + 1), float(10 * i + rank))) for i, g in enumerate(got)
     )
-    print(json.dumps({"rank": rank, **checks}), flush=True)
+    # one file per rank: lines that several ranks print to one pipe can interleave
+    Path(f"rank{rank}.json").write_text(json.dumps({"rank": rank, **checks}))
     dist.destroy_process_group()
 
 
