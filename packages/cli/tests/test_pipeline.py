@@ -116,8 +116,15 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
     changed = load_recipe(_recipe(tmp_path, asset, tiny_llama, pieces=120))
     assert [r.action for r in plan(changed)][:3] == ["skip", "rerun (changed)", "run"]
     again = run(changed)
-    # the chat replay depends on the base model and the prompts only
-    assert [r.action for r in again] == ["skip"] + ["rerun (changed)"] * 8
+    # the chat replay depends on the base model and the prompts only, the control arm on the
+    # base model and its own packed data (the same bytes again): both are skipped
+    assert [(r.stage, r.action) for r in again] == [
+        ("chat-replay", "skip"),
+        *((s, "rerun (changed)") for s in STAGES[1:6]),
+        ("train-control", "skip"),
+        ("eval", "rerun (changed)"),
+        ("report", "rerun (changed)"),
+    ]
     partial = run(changed, start="eval")
     assert [r.action for r in partial] == ["skip"] * 7 + ["rerun (--from)"] * 2
 

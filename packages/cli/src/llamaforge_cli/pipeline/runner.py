@@ -69,10 +69,13 @@ def _state(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _key(stage, upstream: str) -> str:
+def _key(stage) -> str:
+    """The stage's identity: its name, settings and the contents of what it reads (earlier
+    stages' outputs among them) — not the order of stages: a stage that does not read what
+    changed is skipped (the control arm does not train again when the expanded arm changes)."""
     settings = json.dumps(stage.settings(), sort_keys=True, default=str)
     return hashlib.sha256(
-        f"{stage.name}\0{settings}\0{upstream}\0".encode() + hash_paths(stage.inputs()).encode()
+        f"{stage.name}\0{settings}\0".encode() + hash_paths(stage.inputs()).encode()
     ).hexdigest()
 
 
@@ -113,16 +116,15 @@ def plan(recipe: Recipe, start: str | None = None) -> list[PlanRow]:
     stages = build_stages(recipe)
     _check_start(stages, start)
     check_inputs(recipe)
-    rows, forced, upstream_runs, upstream = [], False, False, ""
+    rows, forced, upstream_runs = [], False, False
     for stage in stages:
         folder = recipe.out / stage.name
         forced = forced or stage.name == start
-        action, reason = _decide(stage, folder, _key(stage, upstream), forced)
+        action, reason = _decide(stage, folder, _key(stage), forced)
         if upstream_runs and not forced:
             action, reason = "run", "an earlier stage runs (a real run may skip it)"
         rows.append(PlanRow(stage.name, action, reason))
         upstream_runs = upstream_runs or action != "skip"  # its output may change
-        upstream = _state(folder).get("output_hash", "")
     return rows
 
 
@@ -172,16 +174,15 @@ def run(
     _check_start(stages, start)
     check_inputs(recipe)
     _check_owned(recipe, stages)
-    done, forced, upstream = [], False, ""
+    done, forced = [], False
     recipe.out.mkdir(parents=True, exist_ok=True)
     for stage in stages:
         folder = recipe.out / stage.name
         forced = forced or stage.name == start
-        key = _key(stage, upstream)
+        key = _key(stage)
         action, _ = _decide(stage, folder, key, forced)
         if action == "skip":
             done.append(PlanRow(stage.name, "skip", "unchanged"))
-            upstream = _state(folder)["output_hash"]
             continue
         work = folder
         if action != "resume" and _state(folder).get("done"):
@@ -205,5 +206,4 @@ def run(
             )
         )
         done.append(PlanRow(stage.name, action, f"{seconds:.0f} s"))
-        upstream = output_hash  # a stage whose new output is identical leaves the rest alone
     return done
