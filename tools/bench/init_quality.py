@@ -13,10 +13,12 @@ same model; only the new rows differ:
   output rows the mean;
 - ``scaled-0.9`` — the mean rows × 0.9 (averaging shrinks norms; this shrinks them further);
 - ``norm-matched`` — the mean rows rescaled to the old rows' average norm;
-- ``freq-out`` — output rows the mean, moved along the average final hidden state so that each
-  new piece's average logit matches its log-frequency in the training text the way the old
-  tokens' do (an output-aware initialisation: the mean of its spelling's rows says nothing
-  about how often the piece occurs, and its logit starts as if it were as likely as a byte).
+- ``freq-out`` — what ``init_model`` ships (``llamaforge_tokenizer.freq_out``): output rows the
+  mean, moved along the average final hidden state so that each new piece's average logit
+  matches its log-frequency in the training text the way the old tokens' do, and the old rows
+  the new pieces take text from lowered by how much their count fell (an output-aware
+  initialisation: the mean of its spelling's rows says nothing about how often the piece
+  occurs, and its logit starts as if it were as likely as a byte).
 
 Variants that change only one side untie tied embeddings (SmolLM2 ties them). Held-out text,
 documents and device are the same for every variant; the table prints bits per character and
@@ -33,7 +35,7 @@ import platform
 import tempfile
 from pathlib import Path
 
-VARIANTS = ("out-first", "in-last", "scaled-0.9", "norm-matched", "freq-out")
+VARIANTS = ("out-first", "in-last", "scaled-0.9", "norm-matched")
 
 
 def _path(value: str) -> Path:
@@ -45,34 +47,12 @@ def _path(value: str) -> Path:
     return Path(value)
 
 
-def _freq_out(model, tok, docs: list[str], first_new: int) -> None:
-    """The ``freq-out`` variant: shift each new output row along the mean final hidden state h̄
-    so that h̄ · w ≈ log(count) + C, with C the median offset of the old tokens' rows."""
-    import torch
-
-    ids = [tok(d, add_special_tokens=False).input_ids for d in docs]
-    counts = torch.bincount(torch.tensor([i for x in ids for i in x]), minlength=len(tok))
-    hidden, n = 0.0, 0
-    with torch.no_grad():
-        for x in ids[:40]:
-            out = model(torch.tensor([x[:512]]), output_hidden_states=True)
-            hidden = hidden + out.hidden_states[-1][0].sum(0)
-            n += len(x[:512])
-        hbar = hidden / n
-        w = model.get_output_embeddings().weight
-        old = (counts[:first_new] >= 5).nonzero().squeeze(1)
-        offset = (w[old] @ hbar - counts[old].float().log()).median()
-        new = torch.arange(first_new, w.shape[0])
-        target = counts[new].float().clamp(min=1).log() + offset
-        w[new] += ((target - w[new] @ hbar) / hbar.dot(hbar)).unsqueeze(1) * hbar
-
-
-def _variant(model, name: str, subs: list[list[int]], first_new: int, tok=None, docs=()) -> None:
+def _variant(model, name: str, subs: list[list[int]], first_new: int) -> None:
     """Rewrite the new rows of a mean-initialised ``model`` in place for variant ``name``."""
     import torch
 
     emb = model.get_input_embeddings().weight
-    if name in ("out-first", "in-last", "freq-out"):
+    if name in ("out-first", "in-last"):
         head = torch.nn.Parameter(emb.detach().clone())  # untie: the two sides now differ
         model.get_output_embeddings().weight = head
         model.config.tie_word_embeddings = False
@@ -87,8 +67,6 @@ def _variant(model, name: str, subs: list[list[int]], first_new: int, tok=None, 
                 out[row] = out[ids[0]]
             elif name == "in-last":
                 emb[row] = emb[ids[-1]]
-        if name == "freq-out":
-            _freq_out(model, tok, list(docs), first_new)
         if name == "scaled-0.9":
             emb[first_new:] *= 0.9
         elif name == "norm-matched":
@@ -122,12 +100,11 @@ def main() -> None:
     files = {label: [_path(text)]}
     first_new = old_vocab_size(base)
     subs, _ = subtoken_ids(base, tok_dir, first_new)
-    train_docs = [d for d in _path(args.train_text).read_text("utf-8").splitlines() if d.strip()]
 
     def bpc(model_dir: Path, variant: str | None = None) -> float:
         model, tok = load_model(model_dir, device="cpu", dtype="float32")
         if variant:
-            _variant(model, variant, subs, first_new, tok, train_docs)
+            _variant(model, variant, subs, first_new)
         res = evaluate_text(Runner(model, tok), files, max_docs=args.docs)[label]
         return res["bits_per_char"], res["tokens_per_char"]
 
@@ -136,9 +113,12 @@ def main() -> None:
 
     rows = [("base (not expanded)", *bpc(base))]
     with tempfile.TemporaryDirectory() as tmp:
-        for method in ("mean", "noisy-mean"):
+        for method in ("mean", "noisy-mean", "freq-out"):
+            if method != "mean" and not wanted(method):
+                continue
+            corpus = [_path(args.train_text)] if method == "freq-out" else []
             out = Path(tmp) / method
-            init_model(base, tok_dir, out, InitConfig(method=method))
+            init_model(base, tok_dir, out, InitConfig(method=method, corpus=corpus))
             if wanted(method):
                 rows.append((method, *bpc(out)))
         mean_dir = Path(tmp) / "mean"

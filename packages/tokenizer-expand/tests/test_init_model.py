@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -14,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from llamaforge_tokenizer import TokenizerExpandError, init_model  # noqa: E402
 from llamaforge_tokenizer.embeddings import InitConfig  # noqa: E402
+from llamaforge_tokenizer.subtokens import subtoken_ids  # noqa: E402
 
 EMBED = "model.embed_tokens.weight"
 
@@ -154,10 +156,35 @@ def test_frequency_logit_shift_matches_a_plain_computation():
         frequency_logit_shift(hbar, w, torch.zeros(rows, dtype=torch.long), first_new)
 
 
+def test_displaced_logit_shift_matches_a_plain_computation():
+    """Each old row whose count the new pieces took moves along h̄ by log(now / before), the
+    count before being its count now plus its uses in the spellings of the new pieces' counts;
+    rows seen < 5 times before, or not displaced, stay."""
+    from llamaforge_tokenizer.freq_out import displaced_logit_shift
+
+    gen = torch.Generator().manual_seed(1)
+    rows, dim, first_new = 12, 6, 8
+    w = torch.randn(rows, dim, generator=gen)
+    hbar = torch.randn(dim, generator=gen)
+    counts = torch.tensor([50, 3, 0, 9, 2, 100, 1, 0, 20, 4, 0, 7])
+    spellings = [[0, 1], [2, 2, 3], [], [0, 6]]  # ids 8..11; id 10 is special (no spelling)
+    before = {0: 50 + 20 + 7, 1: 3 + 20, 2: 0 + 2 * 4, 3: 9 + 4, 6: 1 + 7}
+    got = displaced_logit_shift(hbar, w, counts, spellings, first_new)
+    assert got.shape == (first_new, dim)
+    for i in range(first_new):
+        now = max(int(counts[i]), 1)
+        shift = math.log(now / before[i]) if before.get(i, 0) >= 5 else 0.0
+        want = w[i] + shift / float(hbar @ hbar) * hbar
+        assert torch.allclose(got[i], want, atol=1e-5), i
+        if shift:
+            assert abs(float((got[i] - w[i]) @ hbar) - shift) < 1e-4
+
+
 @pytest.mark.slow
-def test_freq_out_unties_and_moves_only_the_new_output_rows(initialised, asset, tmp_path):
-    """On real SmolLM2 and People's Daily: input rows stay the mean, the old output rows stay
-    the base model's, the new output rows move, and the untrained expanded model predicts
+def test_freq_out_unties_and_moves_the_output_rows(initialised, asset, tmp_path):
+    """On real SmolLM2 and People's Daily: input rows stay the mean, the new output rows move,
+    old output rows move only where the new pieces took their text (the bytes of covered
+    characters), all along one direction, and the untrained expanded model predicts
     held-out Chinese better than the mean initialisation does."""
     from llamaforge_tokenizer.freq_out import read_documents
 
@@ -176,8 +203,15 @@ def test_freq_out_unties_and_moves_only_the_new_output_rows(initialised, asset, 
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         emb, head = f.get_tensor(EMBED), f.get_tensor("lm_head.weight")
     mean = _embed(initialised["out"])
-    assert torch.equal(emb, mean) and torch.equal(head[:n], mean[:n])
-    assert not torch.equal(head[n:], mean[n:])
+    assert torch.equal(emb, mean) and not torch.equal(head[n:], mean[n:])
+    moved = (head[:n] != mean[:n]).any(dim=1).nonzero().squeeze(1).tolist()
+    spelled = {i for spelling in subtoken_ids(initialised["base"], out, n)[0] for i in spelling}
+    assert moved and set(moved) <= spelled  # a token no piece uses (English) is untouched
+    latin = AutoTokenizer.from_pretrained(out)(" the", add_special_tokens=False).input_ids
+    assert torch.equal(head[latin], mean[latin])
+    steps = head[moved].float() - mean[moved].float()
+    steps = steps / steps.norm(dim=1, keepdim=True)
+    assert float((steps @ steps[0]).min()) > 0.8  # along h̄, the same way (bf16-rounded)
 
     tok = AutoTokenizer.from_pretrained(out)
     docs = read_documents([asset("people-daily") / "heldout.txt"], 8)

@@ -156,7 +156,12 @@ def init_model(
             from llamaforge_tokenizer.freq_out import calibrate_output_rows
 
             calibrate_output_rows(
-                tmp, rows, config.corpus, max_docs=config.corpus_docs, context=config.context
+                tmp,
+                rows,
+                config.corpus,
+                subs,
+                max_docs=config.corpus_docs,
+                context=config.context,
             )
             tied = False
             changed.append("lm_head.weight")

@@ -9,6 +9,14 @@ tokens, ``h̄ · w − log(count)`` is roughly constant (a unigram model inside 
 median over the old tokens that occur is the offset C. Each new row is then moved along h̄ so
 that ``h̄ · w = log(count) + C``: the smallest change that gives it its frequency's logit.
 
+The old tokens a new piece replaces lose that text: in the expanded tokenization the byte
+tokens that spelled a now-covered character occur far less often, yet the base model still
+gives them their old logits, and the mass they keep is lost to the canonical piece (and makes
+the model write characters byte by byte). Each old row whose count falls is moved along h̄ by
+``log(count after / count before)`` (the count before: its count now plus one per use in the
+spelling of each occurrence of a new piece) — the same unigram rule, applied to what the
+expansion took away.
+
 Only the output rows move, so tied embeddings are untied (the input rows stay the mean of
 their spelling). Needs the ``[model]`` extra (torch, transformers).
 """
@@ -58,17 +66,44 @@ def frequency_logit_shift(hbar, out_rows, counts, first_new: int):
     return new + step.unsqueeze(1) * hbar.unsqueeze(0)
 
 
+def displaced_logit_shift(hbar, out_rows, counts, spellings, first_new: int):
+    """The old output rows ``out_rows[:first_new]`` moved along ``hbar`` (float tensors) by
+    ``log(count now / count before the expansion)`` where that count fell.
+
+    ``counts`` holds each id's count in the corpus in the expanded tokenization; the count
+    before adds, for every new id, its count times the uses of each old id in its spelling
+    (``spellings[k]`` spells id ``first_new + k``). Only ids counted at least 5 times before
+    move; one no longer seen counts as seen once.
+    """
+    import torch
+
+    counts = counts.double()
+    before = counts[:first_new].clone()
+    for k, spelling in enumerate(spellings):
+        for i in spelling:
+            if i < first_new:
+                before[i] += counts[first_new + k]
+    now = counts[:first_new]
+    moved = (before >= 5) & (now < before)
+    shift = torch.zeros(first_new, dtype=torch.float64)
+    shift[moved] = now[moved].clamp(min=1).log() - before[moved].log()
+    step = shift.to(out_rows.dtype) / hbar.dot(hbar)
+    return out_rows[:first_new] + step.unsqueeze(1) * hbar.unsqueeze(0)
+
+
 def calibrate_output_rows(
     model_dir: Path,
     first_new: int,
     corpus: Sequence[Path],
+    spellings: Sequence[Sequence[int]],
     *,
     max_docs: int,
     context: int,
     hidden_docs: int = 16,
 ) -> None:
     """Rewrite ``model_dir`` (an expanded, mean-initialised model this package just wrote)
-    with ``freq-out`` output rows; untie its embeddings where they were tied.
+    with ``freq-out`` output rows; untie its embeddings where they were tied. ``spellings[k]``
+    are the old ids that spell new id ``first_new + k``.
 
     Counts come from the first ``max_docs`` documents of ``corpus``; the mean hidden state
     from the first ``hidden_docs`` of them, ``context`` tokens each.
@@ -98,6 +133,7 @@ def calibrate_output_rows(
         hbar = total / max(n, 1)
         head = model.get_output_embeddings().weight.detach().clone()
         head[first_new:] = frequency_logit_shift(hbar, head, counts, first_new)
+        head[:first_new] = displaced_logit_shift(hbar, head, counts, spellings, first_new)
     if model.config.tie_word_embeddings:
         model.config.tie_word_embeddings = False
     model.get_output_embeddings().weight = torch.nn.Parameter(head)
