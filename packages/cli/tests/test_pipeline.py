@@ -29,7 +29,9 @@ STAGES = [
 ]
 
 
-def _recipe(tmp: Path, asset, tiny_llama, steps: int = 2, pieces: int = 150) -> Path:
+def _recipe(
+    tmp: Path, asset, tiny_llama, steps: int = 2, pieces: int = 150, init: str = "mean"
+) -> Path:
     base = tmp / "base"
     if not base.exists():
         tiny_llama(
@@ -55,6 +57,7 @@ chat_prompt_target = "你好"
 corpus = ["zh.txt"]
 word_list = "asset:jieba-dict/dict.txt"
 num_pieces = {pieces}
+init = "{init}"
 [data.mix]
 sources = ["zh=zh.txt", "en=en.txt:0.5"]
 max_length = 64
@@ -113,18 +116,30 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
         assert manifest["documents"] > 6
     assert [r.action for r in plan(recipe)] == ["skip"] * len(STAGES)
     assert [r.action for r in run(recipe)] == ["skip"] * len(STAGES)
-    changed = load_recipe(_recipe(tmp_path, asset, tiny_llama, pieces=120))
+    compute = tmp_path / "out" / "train-control" / "compute.json"
+    plan_first = json.loads(compute.read_text())
+    changed = load_recipe(_recipe(tmp_path, asset, tiny_llama, pieces=40))
     assert [r.action for r in plan(changed)][:3] == ["skip", "rerun (changed)", "run"]
     again = run(changed)
-    # the chat replay depends on the base model and the prompts only, the control arm on the
-    # base model and its own packed data (the same bytes again): both are skipped
-    assert [(r.stage, r.action) for r in again] == [
-        ("chat-replay", "skip"),
-        *((s, "rerun (changed)") for s in STAGES[1:6]),
+    # the chat replay depends on the base model and the prompts only; the control arm trains
+    # again: the smaller vocabulary changes what a token of the expanded arm costs
+    assert [r.action for r in again] == ["skip"] + ["rerun (changed)"] * 8
+    plan_before = json.loads(compute.read_text())
+    assert plan_before["expanded_parameters"] < plan_first["expanded_parameters"]
+    # a new initialisation (same vocabulary): the control arm is skipped — it reads the base
+    # model, its own packed data (the same bytes again) and the expanded model's size only
+    changed = load_recipe(_recipe(tmp_path, asset, tiny_llama, pieces=40, init="noisy-mean"))
+    assert [(r.stage, r.action) for r in run(changed)] == [
+        *((s, "skip") for s in STAGES[:3]),
+        ("init-model", "rerun (changed)"),
+        ("pack-data", "skip"),
+        ("train", "rerun (changed)"),
         ("train-control", "skip"),
         ("eval", "rerun (changed)"),
         ("report", "rerun (changed)"),
     ]
+    plan_after = json.loads((tmp_path / "out" / "train-control" / "compute.json").read_text())
+    assert plan_after == plan_before
     partial = run(changed, start="eval")
     assert [r.action for r in partial] == ["skip"] * 7 + ["rerun (--from)"] * 2
 

@@ -246,6 +246,17 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         )
         run_training(config, console=console)
 
+    def control_settings() -> dict:
+        """The control's settings and its compute plan: the plan reads the expanded model's
+        size (a larger vocabulary costs more per token), not its weights — a new
+        initialisation does not retrain the control, a new vocabulary size does."""
+        from llamaforge_cli.pipeline.control import control_train
+
+        settings = {"control": recipe.control.model_dump(), "train": recipe.train}
+        if (at.model / "config.json").is_file():
+            settings["plan"] = control_train(recipe, at.model, base())[1].to_dict()
+        return settings
+
     def models() -> list[tuple[str, Path]]:
         arms = [("base", base())]
         if recipe.control is not None:
@@ -375,7 +386,7 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
                 Stage(
                     "train-control",
                     lambda: [base(), at.control_packed],
-                    lambda: {"control": recipe.control.model_dump(), "train": recipe.train},
+                    control_settings,
                     control,
                 )
             ]
