@@ -29,6 +29,9 @@ from pathlib import Path
 
 from llamaforge_tokenizer.errors import TokenizerExpandError
 
+MIN_COUNT = 5
+"""An old token counted fewer times than this says too little about its frequency's logit."""
+
 
 def read_documents(paths: Sequence[Path], max_docs: int) -> list[str]:
     """The first ``max_docs`` non-empty lines (documents) of ``paths``, in order."""
@@ -56,14 +59,13 @@ def frequency_logit_shift(hbar, out_rows, counts, first_new: int):
     as seen once.
     """
 
-    old = (counts[:first_new] >= 5).nonzero().squeeze(1)
+    old = (counts[:first_new] >= MIN_COUNT).nonzero().squeeze(1)
     if len(old) == 0:
-        raise TokenizerExpandError("freq-out: no old token occurs 5 times in the corpus")
+        raise TokenizerExpandError(f"freq-out: no old token occurs {MIN_COUNT} times in the corpus")
     offset = (out_rows[old] @ hbar - counts[old].double().log().float()).median()
     new = out_rows[first_new:]
     target = counts[first_new:].double().clamp(min=1).log().float() + offset
-    step = (target - new @ hbar) / hbar.dot(hbar)
-    return new + step.unsqueeze(1) * hbar.unsqueeze(0)
+    return _along(hbar, new, target - new @ hbar)
 
 
 def displaced_logit_shift(hbar, out_rows, counts, spellings, first_new: int):
@@ -84,11 +86,17 @@ def displaced_logit_shift(hbar, out_rows, counts, spellings, first_new: int):
             if i < first_new:
                 before[i] += counts[first_new + k]
     now = counts[:first_new]
-    moved = (before >= 5) & (now < before)
+    moved = (before >= MIN_COUNT) & (now < before)
     shift = torch.zeros(first_new, dtype=torch.float64)
     shift[moved] = now[moved].clamp(min=1).log() - before[moved].log()
-    step = shift.to(out_rows.dtype) / hbar.dot(hbar)
-    return out_rows[:first_new] + step.unsqueeze(1) * hbar.unsqueeze(0)
+    return _along(hbar, out_rows[:first_new], shift.to(out_rows.dtype))
+
+
+def _along(hbar, rows, logit_change):
+    """``rows`` moved along ``hbar`` — the smallest change — so that each row's ``hbar · w``
+    changes by its entry of ``logit_change``."""
+    step = logit_change / hbar.dot(hbar)
+    return rows + step.unsqueeze(1) * hbar.unsqueeze(0)
 
 
 def calibrate_output_rows(

@@ -150,7 +150,7 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
     def init(folder: Path) -> None:
         from llamaforge_tokenizer import InitConfig, init_model
 
-        config = InitConfig(method=v.init, corpus=corpus() if v.init == "freq-out" else [])
+        config = InitConfig(method=v.init, corpus=init_corpus())
         out = folder / at.model.name
         with console.status(f"initialising embeddings ({v.init})"):
             report = init_model(base(), at.tokenizer, out, config, overwrite=True)
@@ -320,6 +320,10 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
     def corpus() -> list[Path]:
         return [recipe.resolve(c) for c in v.corpus]
 
+    def init_corpus() -> list[Path]:
+        """What init-model reads of the corpus: all of it for freq-out, nothing otherwise."""
+        return corpus() if v.init == "freq-out" else []
+
     def learn_inputs() -> list[Path]:
         files = [base() / "tokenizer.json", base() / "tokenizer.model"]
         files += corpus()
@@ -362,7 +366,7 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         Stage("expand-vocab", lambda: [at.pieces], lambda: {"pad_to": v.pad_to}, expand),
         Stage(
             "init-model",
-            lambda: [base(), at.tokenizer, *(corpus() if v.init == "freq-out" else [])],
+            lambda: [base(), at.tokenizer, *init_corpus()],
             lambda: {"init": v.init},
             init,
         ),
