@@ -74,7 +74,17 @@ def test_pieces_follow_the_word_list(llama2_expanded, asset):
         c.piece.strip() for c in llama2_expanded["learned"].candidates if len(c.piece.strip()) > 1
     ]
     assert multi and all(p in joined for p in multi[:500])
-    assert not any(ch.isdigit() for c in llama2_expanded["learned"].candidates for ch in c.piece)
+
+
+def test_numbers_stay_one_digit_per_token(llama2_expanded, smollm2_expanded):
+    """No learned piece holds a digit next to anything else (numbers keep the base tokenizer's
+    one-digit-per-token spelling), but a full-width digit, which People's Daily writes in its
+    dates and which both tokenizers spell with several byte tokens, becomes one token."""
+    for expanded in (llama2_expanded, smollm2_expanded):
+        pieces = [c.piece.strip() for c in expanded["learned"].candidates]
+        assert not any(len(p) > 1 and any(ch.isdigit() for ch in p) for p in pieces)
+        assert "\uff11" in pieces  # "１"
+        assert _spent(expanded["new"], ["１９９８年"]) < _spent(expanded["base"], ["１９９８年"])
 
 
 def test_saving_ranking_starts_high(llama2_expanded):

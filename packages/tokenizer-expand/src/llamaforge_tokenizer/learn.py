@@ -11,6 +11,8 @@ The best step is taken, the counts are updated incrementally, and the next best 
 greedy procedure of BPE training, so each learned piece can be built from earlier ones by a merge
 and the list's order is a valid merge priority. An optional word list (e.g. jieba's dictionary)
 restricts multi-character pieces to substrings of its words, so pieces follow word boundaries.
+No piece joins a digit to anything else (numbers keep the base tokenizer's one digit per token),
+but a lone digit spelled with several byte tokens, such as the full-width ``１``, may be added.
 """
 
 from __future__ import annotations
@@ -153,8 +155,10 @@ def learn_pieces(
         if text is None or len(text.strip()) > config.max_piece_chars:
             return None
         core = text[1:] if text.startswith(" ") else text
-        if not core or any(ch.isspace() or unicodedata.category(ch) == "Nd" for ch in core):
+        if not core or any(ch.isspace() for ch in core):
             return None
+        if len(core) > 1 and any(unicodedata.category(ch) == "Nd" for ch in core):
+            return None  # numbers stay one digit per token; a lone digit may become one token
         if words is not None and len(core) > 1 and core not in words:
             return None
         return text
