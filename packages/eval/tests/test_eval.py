@@ -109,6 +109,10 @@ def test_bits_per_character_matches_a_plain_computation(tiny_eval_model, tmp_pat
     assert got["tokens_per_char"] == pytest.approx(
         sum(len(tok(d, add_special_tokens=False).input_ids) for d in docs) / chars
     )
+    # each document's own bits, for paired comparisons between models
+    assert got["doc_chars"] == [len(d) for d in docs]
+    for d, b in zip(docs, got["doc_bits"], strict=True):
+        assert b == pytest.approx(_plain_bits_per_char(model, tok, [d]) * len(d), abs=1e-3)
 
 
 def test_layout_errors_name_the_expected_layout(fixtures, tmp_path, tiny_eval_model):

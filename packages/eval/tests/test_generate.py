@@ -35,6 +35,16 @@ def test_every_prompt_generates_exactly_n_tokens_and_chars_are_counted(tiny_eval
     assert result.chars_per_token == result.characters / 36
 
 
+def test_batched_generation_writes_what_one_stream_writes(tiny_eval_model):
+    """Prompts of different lengths, generated together (left-padded), continue exactly as
+    each does alone, and every one still gets exactly n tokens."""
+    model, tok = load_model(tiny_eval_model, device="cpu", dtype="float32")
+    alone = generation_speed(model, tok, PROMPTS, max_new_tokens=10, repeats=1)
+    together = generation_speed(model, tok, PROMPTS, max_new_tokens=10, repeats=1, batch_size=2)
+    assert together.samples == alone.samples
+    assert together.new_tokens == 30 and together.characters == alone.characters
+
+
 def test_evaluate_generation_answers_in_the_chat_template(tiny_eval_model):
     out = evaluate_generation(
         tiny_eval_model,
@@ -62,5 +72,7 @@ def test_bad_generation_settings_are_named(tiny_eval_model):
     model, tok = load_model(tiny_eval_model, device="cpu", dtype="float32")
     with pytest.raises(EvalError, match="no prompts"):
         generation_speed(model, tok, [])
-    with pytest.raises(EvalError, match="max_new_tokens and repeats must be ≥ 1"):
+    with pytest.raises(EvalError, match="max_new_tokens, repeats and batch_size must be ≥ 1"):
         generation_speed(model, tok, ["x"], max_new_tokens=0)
+    with pytest.raises(EvalError, match="got 4, 2, 0"):
+        generation_speed(model, tok, ["x"], max_new_tokens=4, batch_size=0)

@@ -111,7 +111,8 @@ def evaluate_text(
     runner: Runner, files: dict[str, list[Path]], max_docs: int | None = None
 ) -> dict:
     """Tokens per character and bits per character per labelled group of text files (the
-    first ``max_docs`` documents of each group when given)."""
+    first ``max_docs`` documents of each group when given), with each document's characters
+    and bits (``doc_chars``, ``doc_bits``) for paired comparisons."""
     out = {}
     for label, paths in files.items():
         docs = []
@@ -125,7 +126,8 @@ def evaluate_text(
         if not docs:
             raise EvalError(f"text {label!r}: no documents")
         docs = docs[:max_docs] if max_docs else docs
-        nll, count = runner.text_nll(docs)
+        scored = runner.document_nll(docs)
+        nll, count = sum(n for n, _ in scored), sum(c for _, c in scored)
         chars = sum(len(d) for d in docs)
         tokens = sum(len(runner.tok(d, add_special_tokens=False).input_ids) for d in docs)
         out[label] = {
@@ -135,6 +137,9 @@ def evaluate_text(
             "tokens_per_char": tokens / chars,
             "bits_per_char": bits(nll) / chars,
             "bits_per_token": bits(nll) / count,
+            # per document, so that two models scored on the same text compare pairwise
+            "doc_chars": [len(d) for d in docs],
+            "doc_bits": [round(bits(n), 4) for n, _ in scored],
         }
     return out
 

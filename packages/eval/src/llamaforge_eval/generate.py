@@ -56,32 +56,39 @@ def _is_cjk(ch: str) -> bool:
 
 
 def generation_speed(
-    model, tok, prompts: list[str], *, max_new_tokens: int = 64, repeats: int = 2
+    model,
+    tok,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 64,
+    repeats: int = 2,
+    batch_size: int = 1,
 ) -> Generation:
     """Greedy continuation of each prompt by ``max_new_tokens`` tokens (a loaded model and its
-    tokenizer, see :func:`llamaforge_eval.runner.load_model`). The first prompt is run once
-    before timing so that one-off set-up is not counted, and each prompt is timed
-    ``repeats`` times, keeping the fastest (greedy: the same tokens each time), so that what
-    else the machine does at that moment does not decide the comparison."""
+    tokenizer, see :func:`llamaforge_eval.runner.load_model`), ``batch_size`` prompts at a
+    time (left-padded; 1: one stream, as a single user sees it). The first batch is run once
+    before timing so that one-off set-up is not counted, and each batch is timed ``repeats``
+    times, keeping the fastest (greedy: the same tokens each time), so that what else the
+    machine does at that moment does not decide the comparison."""
     if not prompts:
         raise EvalError("generation: no prompts")
-    if max_new_tokens < 1 or repeats < 1:
-        raise EvalError(f"max_new_tokens and repeats must be ≥ 1, got {max_new_tokens}, {repeats}")
-
-    def run(prompt: str, n: int):
-        return _greedy(model, tok, prompt, n, exact=True)
-
-    run(prompts[0], 4)  # warm-up
+    if max_new_tokens < 1 or repeats < 1 or batch_size < 1:
+        raise EvalError(
+            "max_new_tokens, repeats and batch_size must be ≥ 1, got "
+            f"{max_new_tokens}, {repeats}, {batch_size}"
+        )
+    batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
+    _greedy_batch(model, tok, batches[0], min(4, max_new_tokens))  # warm-up
     texts, tokens, seconds = [], 0, 0.0
-    for prompt in prompts:
+    for batch in batches:
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
-            new = run(prompt, max_new_tokens)
+            new = _greedy_batch(model, tok, batch, max_new_tokens)
             best = min(best, time.perf_counter() - start)
         seconds += best
-        tokens += len(new)
-        texts.append(tok.decode(new, skip_special_tokens=True))
+        tokens += sum(len(ids) for ids in new)
+        texts += [tok.decode(ids, skip_special_tokens=True) for ids in new]
     chars = [c for t in texts for c in t if not c.isspace()]
     return Generation(
         prompts=len(prompts),
@@ -91,6 +98,31 @@ def generation_speed(
         seconds=seconds,
         samples=texts,
     )
+
+
+def _greedy_batch(model, tok, texts: list[str], n: int) -> list[list[int]]:
+    """The new token ids of greedy continuations of ``texts``, exactly ``n`` each (an end
+    token does not stop them), generated together: shorter prompts are padded on the left."""
+    import torch
+
+    if len(texts) == 1:
+        return [_greedy(model, tok, texts[0], n, exact=True).tolist()]
+    encoded = [tok(t, add_special_tokens=False).input_ids for t in texts]
+    width = max(len(ids) for ids in encoded)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        out = model.generate(
+            ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=pad,
+        )
+    return [row.tolist() for row in out[:, width:]]
 
 
 def _greedy(model, tok, text: str, n: int, *, exact: bool):
@@ -143,6 +175,7 @@ def evaluate_generation(
     prompts: list[str],
     questions: list[str] | None = None,
     max_new_tokens: int = 64,
+    batch_size: int = 1,
     device: str = "auto",
     dtype: str = "auto",
 ) -> dict:
@@ -155,6 +188,8 @@ def evaluate_generation(
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, Path(model_dir), device)
     model, tok = load_model(model_dir, device=device, dtype=dtype)
-    speed = generation_speed(model, tok, prompts, max_new_tokens=max_new_tokens)
+    speed = generation_speed(
+        model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
     chat = {q: chat_answer(model, tok, q) for q in questions or []}
     return {"device": device, "dtype": dtype, "generation": speed.to_dict(), "chat": chat}

@@ -58,7 +58,7 @@ class PromptRunner:
     """Tokenisation and choice scoring shared by every backend.
 
     A backend provides ``max_length``, ``tok``, ``_next_token_scores``, ``generate`` and
-    ``text_nll``; prompts are tokenised here, the same way for all of them.
+    ``document_nll``; prompts are tokenised here, the same way for all of them.
     """
 
     tok = None
@@ -238,26 +238,27 @@ class Runner(PromptRunner):
         return outs
 
     @torch.no_grad()
-    def text_nll(self, texts: list[str]) -> tuple[float, int]:
-        """Total negative log-likelihood (nats) of every token of ``texts``, and the count.
+    def document_nll(self, texts: list[str]) -> list[tuple[float, int]]:
+        """Each text's negative log-likelihood (nats) of its tokens, and how many were scored.
 
         Each text is scored on its own (BOS as context where the tokenizer uses one, else the
         first token is not scored), in windows of the model's length.
         """
-        total, count = 0.0, 0
+        out = []
         window = self.max_length
         for text in texts:
             ids = self.encode(text)
+            total, count = 0.0, 0
             for lo in range(0, len(ids), window):
                 chunk = torch.tensor([ids[lo : lo + window]], device=self.device)
                 logits = self.model(input_ids=chunk).logits[0].float()
                 targets = chunk[0, 1:]
-                nll = F.cross_entropy(logits[:-1], targets, reduction="sum")
-                total += float(nll)
+                total += float(F.cross_entropy(logits[:-1], targets, reduction="sum"))
                 count += targets.numel()
-        if count == 0:
+            out.append((total, count))
+        if not any(count for _, count in out):
             raise EvalError("no tokens to score")
-        return total, count
+        return out
 
 
 def bits(nats: float) -> float:

@@ -114,24 +114,26 @@ class VllmRunner(PromptRunner):
             texts.append(text[:cut])
         return texts
 
-    def text_nll(self, texts: list[str]) -> tuple[float, int]:
-        """Total negative log-likelihood (nats) of every token of ``texts``, and the count
-        (windows of the model's length, as the transformers backend)."""
+    def document_nll(self, texts: list[str]) -> list[tuple[float, int]]:
+        """Each text's negative log-likelihood (nats) and scored-token count (windows of the
+        model's length, as the transformers backend)."""
         from vllm import SamplingParams
 
         window = self.max_length - 1  # room for the one token vLLM must generate
-        chunks = []
-        for text in texts:
+        chunks, owner = [], []
+        for i, text in enumerate(texts):
             ids = self.encode(text)
-            chunks += [ids[lo : lo + window] for lo in range(0, len(ids), window)]
-        chunks = [c for c in chunks if len(c) > 1]
+            for lo in range(0, len(ids), window):
+                if len(ids[lo : lo + window]) > 1:
+                    chunks.append(ids[lo : lo + window])
+                    owner.append(i)
         if not chunks:
             raise EvalError("no tokens to score")
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         outs = self.llm.generate(self._prompts(chunks), params, use_tqdm=False)
-        total, count = 0.0, 0
-        for chunk, out in zip(chunks, outs, strict=True):
+        totals, counts = [0.0] * len(texts), [0] * len(texts)
+        for i, chunk, out in zip(owner, chunks, outs, strict=True):
             for token, entry in zip(chunk[1:], out.prompt_logprobs[1:], strict=True):
-                total -= float(entry[token].logprob)
-                count += 1
-        return total, count
+                totals[i] -= float(entry[token].logprob)
+                counts[i] += 1
+        return list(zip(totals, counts, strict=True))

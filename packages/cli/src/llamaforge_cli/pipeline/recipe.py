@@ -85,9 +85,12 @@ class EvalSettings(_Section):
     target: str | None = None
     """The ``text`` label of the target language (default: the first label); the other labels
     are the languages to keep."""
-    generation_prompts: PositiveInt = 4
+    generation_prompts: PositiveInt = 16
     """Greedy generation speed: how many prompts, each the start of a held-out document of
     the target language."""
+    generation_batch: PositiveInt = 16
+    """How many of the prompts are generated together (1: one stream at a time, as a single
+    user sees it; more: a larger sample of text for the same time, as a server batches)."""
     generation_tokens: PositiveInt = 64
     """Tokens generated per prompt (every model generates exactly this many)."""
 

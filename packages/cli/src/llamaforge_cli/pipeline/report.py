@@ -120,7 +120,12 @@ def _arms_section(recipe: Recipe, results: dict[str, dict], plan: dict | None) -
         )
 
     if target and any(r.get("generation") for r in results.values()):
-        row(f"{target}: characters generated per second (greedy)", speed)
+        e = recipe.eval
+        row(
+            f"{target}: characters generated per second (greedy, {e.generation_prompts} "
+            f"prompts × {e.generation_tokens} tokens, {e.generation_batch} at a time)",
+            speed,
+        )
     if plan:
         flops = {"control": plan["control_flops"], "result": plan["expanded_flops"]}
         tokens = {"control": plan["control_tokens"], "result": plan["expanded_tokens"]}

@@ -303,6 +303,7 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
                             prompts=prompts,
                             questions=questions,
                             max_new_tokens=e.generation_tokens,
+                            batch_size=e.generation_batch,
                             device=device,
                             dtype=dtype,
                         )
