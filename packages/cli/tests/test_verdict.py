@@ -11,7 +11,13 @@ import pytest
 
 from llamaforge_cli.pipeline.control import control_train
 from llamaforge_cli.pipeline.recipe import PipelineError, load_recipe
-from llamaforge_cli.pipeline.verdict import accuracy_stderr, arm_verdict, checks, within_noise
+from llamaforge_cli.pipeline.verdict import (
+    accuracy_stderr,
+    arm_verdict,
+    checks,
+    paired_bpc,
+    within_noise,
+)
 
 RECIPE = """
 out = "out"
@@ -124,6 +130,65 @@ def test_verdict_names_the_winner_and_the_margin():
     lost = arm_verdict("zh", 6.0, 6.6, None)
     assert lost.startswith("The control wins on zh:") and "costs 10.0%" in lost
     assert arm_verdict("zh", 6.0, 6.0, None).startswith("The arms tie")
+
+
+def _scored(doc_chars: list[int], doc_bits: list[float]) -> dict:
+    return {
+        "text": {
+            "zh": {
+                "bits_per_char": sum(doc_bits) / sum(doc_chars),
+                "doc_chars": doc_chars,
+                "doc_bits": doc_bits,
+            }
+        }
+    }
+
+
+def _jackknife(chars: list[int], a: list[float], b: list[float]) -> float:
+    """Standard error of Σ(a − b) / Σ chars by leaving out one document at a time."""
+    n = len(chars)
+    est = [(sum(a) - a[i] - sum(b) + b[i]) / (sum(chars) - chars[i]) for i in range(n)]
+    mean = sum(est) / n
+    return math.sqrt((n - 1) / n * sum((e - mean) ** 2 for e in est))
+
+
+def test_paired_difference_and_its_noise():
+    import random
+
+    rng = random.Random(0)
+    chars = [rng.randint(20, 400) for _ in range(300)]  # short and long documents
+    control = [c * rng.uniform(5.5, 7.5) for c in chars]
+    # the expanded model 0.05 bits/char better on average, document by document noisy
+    expanded = [x - c * (0.05 + rng.gauss(0, 0.3)) for x, c in zip(control, chars, strict=True)]
+    p = paired_bpc(_scored(chars, expanded), _scored(chars, control), "zh")
+    assert p.documents == 300
+    assert p.difference == pytest.approx((sum(expanded) - sum(control)) / sum(chars))
+    assert p.stderr == pytest.approx(_jackknife(chars, expanded, control), rel=0.05)
+    # 300 documents resolve 0.05 bits per character; 10 of them have several times the noise
+    assert not p.within_noise()
+    few = paired_bpc(_scored(chars[:10], expanded[:10]), _scored(chars[:10], control[:10]), "zh")
+    assert few.stderr > 3 * p.stderr
+    # documents must be the same ones for a pairing
+    assert paired_bpc(_scored(chars[1:], expanded[1:]), _scored(chars, control), "zh") is None
+    assert (
+        paired_bpc({"text": {"zh": {"bits_per_char": 6.0}}}, _scored(chars, control), "zh") is None
+    )
+
+
+def test_a_difference_within_noise_is_a_tie():
+    chars = [100, 100, 100, 100]
+    control = _scored(chars, [600.0, 700.0, 650.0, 620.0])
+    noisy = _scored(chars, [560.0, 730.0, 610.0, 650.0])  # better on two, worse on two
+    p = paired_bpc(noisy, control, "zh")
+    line = arm_verdict("zh", 6.425, 6.375, 1e15, p)
+    assert line.startswith("The arms tie on zh") and "within noise" in line
+    found = checks(target="zh", keep=[], base=control, result=noisy, control=control)
+    assert not found[0].met and "within noise" in found[0].value
+    clear = _scored(chars, [590.0, 690.0, 641.0, 609.0])  # better on every document
+    p = paired_bpc(clear, control, "zh")
+    assert not p.within_noise()
+    assert arm_verdict("zh", 6.425, 6.325, 1e15, p).startswith("The expanded model wins")
+    assert checks(target="zh", keep=[], base=control, result=clear, control=control)[0].met
 
 
 def _res(zh_bpc, en_bpc, zh_tpc, speed=None, chat=None):

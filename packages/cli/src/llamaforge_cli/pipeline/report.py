@@ -14,6 +14,7 @@ from llamaforge_cli.pipeline.verdict import (
     arm_verdict,
     bpc,
     checks,
+    paired_bpc,
     within_noise,
 )
 
@@ -306,7 +307,9 @@ def write_report(recipe: Recipe, folder: Path) -> Path:
     if target and "control" in results:
         c, r = bpc(results["control"], target), bpc(results["result"], target)
         if c is not None and r is not None:
-            verdict = arm_verdict(target, c, r, plan["expanded_flops"] if plan else None)
+            flops = plan["expanded_flops"] if plan else None
+            paired = paired_bpc(results["result"], results["control"], target)
+            verdict = arm_verdict(target, c, r, flops, paired)
             lines += [f"**Verdict.** {verdict}", ""]
     elif target:
         lines += [

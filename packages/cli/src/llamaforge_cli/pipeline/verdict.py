@@ -39,20 +39,71 @@ def bpc(results: dict, label: str) -> float | None:
     return row["bits_per_char"] if row else None
 
 
-def arm_verdict(label: str, control: float, expanded: float, flops: float | None) -> str:
-    """One line: which arm models ``label`` text better at equal training compute."""
+@dataclass(frozen=True)
+class Paired:
+    """Bits per character of one model minus another's on the same documents."""
+
+    difference: float
+    stderr: float
+    """Standard error of ``difference``, documents as the unit of sampling."""
+    documents: int
+
+    def within_noise(self, z: float = 1.96) -> bool:
+        """Whether the difference is within ``z`` standard errors of zero (95 % by default)."""
+        return not math.isfinite(self.stderr) or abs(self.difference) <= z * self.stderr
+
+    def describe(self, z: float = 1.96) -> str:
+        return f"{self.difference:+.3f} ± {z * self.stderr:.3f} (95 %, {self.documents} documents)"
+
+
+def paired_bpc(a: dict, b: dict, label: str) -> Paired | None:
+    """``a``'s bits per character on ``label`` minus ``b``'s, with a paired standard error.
+
+    Both models scored the same documents, so the per-document differences carry the noise:
+    the difference is a ratio of sums, Σ(bits_a − bits_b) / Σ chars, and its standard error
+    the linearised (delta-method) one over documents. None when either result lacks the
+    per-document values or they were not scored on the same documents."""
+    ra, rb = a.get("text", {}).get(label, {}), b.get("text", {}).get(label, {})
+    chars = ra.get("doc_chars")
+    if (
+        not chars
+        or chars != rb.get("doc_chars")
+        or not ra.get("doc_bits")
+        or not rb.get("doc_bits")
+    ):
+        return None
+    d = [x - y for x, y in zip(ra["doc_bits"], rb["doc_bits"], strict=True)]
+    n, total = len(d), sum(chars)
+    diff = sum(d) / total
+    if n < 2:
+        return Paired(diff, float("nan"), n)
+    spread = sum((di - diff * ci) ** 2 for di, ci in zip(d, chars, strict=True))
+    return Paired(diff, math.sqrt(n / (n - 1) * spread) / total, n)
+
+
+def arm_verdict(
+    label: str, control: float, expanded: float, flops: float | None, paired: Paired | None = None
+) -> str:
+    """One line: which arm models ``label`` text better at equal training compute — a tie
+    when the paired difference is within noise."""
     compute = f" at equal training compute ({flops:.3g} FLOPs each)" if flops else ""
+    noise = f"; expanded − control {paired.describe()}" if paired else ""
+    if paired and paired.within_noise() and expanded != control:
+        return (
+            f"The arms tie on {label}{compute}: {expanded:.3f} bits per character for the "
+            f"expanded model, {control:.3f} for the control — within noise{noise}."
+        )
     if expanded < control:
         gain = 1 - expanded / control
         return (
             f"The expanded model wins on {label}{compute}: {expanded:.3f} bits per character "
-            f"against the control's {control:.3f} ({gain:.1%} fewer)."
+            f"against the control's {control:.3f} ({gain:.1%} fewer{noise})."
         )
     if expanded > control:
         loss = expanded / control - 1
         return (
             f"The control wins on {label}{compute}: {control:.3f} bits per character against "
-            f"the expanded model's {expanded:.3f} (the expansion costs {loss:.1%})."
+            f"the expanded model's {expanded:.3f} (the expansion costs {loss:.1%}{noise})."
         )
     return f"The arms tie on {label}{compute}: {expanded:.3f} bits per character each."
 
@@ -72,9 +123,12 @@ def checks(
     b, r = bpc(base, target), bpc(result, target)
     c = bpc(control, target) if control else None
     if c is not None and r is not None:
-        out.append(
-            Check(f"{target}: bits per character below the control's", r < c, f"{r:.3f} vs {c:.3f}")
-        )
+        paired = paired_bpc(result, control, target)
+        value = f"{r:.3f} vs {c:.3f}"
+        if paired:
+            value += f", {paired.describe()}" + (", within noise" if paired.within_noise() else "")
+        below = r < c and not (paired and paired.within_noise())
+        out.append(Check(f"{target}: bits per character below the control's", below, value))
     if b is not None and r is not None:
         gain = 1 - r / b
         out.append(
