@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llamaforge_eval import EvalError, evaluate_generation, generation_speed, load_model
+from llamaforge_eval import (
+    EvalError,
+    chat_answer,
+    chat_answers,
+    evaluate_generation,
+    generation_speed,
+    load_model,
+)
 
 PROMPTS = ["１９９８年，中国人民将满怀", "The capital of", "  odd\twhitespace\n"]
 
@@ -66,6 +73,20 @@ def test_evaluate_generation_answers_in_the_chat_template(tiny_eval_model):
     )
     expected = tok.decode(plain[0, ids.shape[1] :], skip_special_tokens=True).strip()
     assert out["chat"] == {"Hi?": out["chat"]["Hi?"], "你好？": expected}
+
+
+@pytest.mark.slow
+def test_batched_chat_answers_are_the_answers_alone(asset):
+    """The real instruct model answers questions of different lengths together: a short
+    answer ends at its end token while the others go on, and each is what it is alone."""
+    model, tok = load_model(asset("smollm2-135m"), device="cpu", dtype="float32")
+    questions = ["What is 2 + 2?", "请用中文详细介绍一下长城的历史。", "Say hi."]
+    alone = [chat_answer(model, tok, q, max_new_tokens=24) for q in questions]
+    lengths = [len(tok(a, add_special_tokens=False).input_ids) for a in alone]
+    assert min(lengths) < 20 and max(lengths) >= 23  # one ended early, one ran to the limit
+    assert chat_answers(model, tok, questions, max_new_tokens=24, batch_size=3) == alone
+    with pytest.raises(EvalError, match="batch_size must be ≥ 1, got 0"):
+        chat_answers(model, tok, questions, batch_size=0)
 
 
 def test_bad_generation_settings_are_named(tiny_eval_model):

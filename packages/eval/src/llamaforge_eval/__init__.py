@@ -21,6 +21,7 @@ _LAZY = {
     "evaluate_generation": "llamaforge_eval.generate",
     "generation_speed": "llamaforge_eval.generate",
     "chat_answer": "llamaforge_eval.generate",
+    "chat_answers": "llamaforge_eval.generate",
 }
 
 
@@ -40,6 +41,7 @@ __all__ = [
     "__version__",
     "compare",
     "chat_answer",
+    "chat_answers",
     "evaluate_benchmark",
     "evaluate_generation",
     "evaluate_model",

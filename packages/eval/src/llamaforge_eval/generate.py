@@ -100,13 +100,14 @@ def generation_speed(
     )
 
 
-def _greedy_batch(model, tok, texts: list[str], n: int) -> list[list[int]]:
-    """The new token ids of greedy continuations of ``texts``, exactly ``n`` each (an end
-    token does not stop them), generated together: shorter prompts are padded on the left."""
+def _greedy_batch(model, tok, texts: list[str], n: int, *, exact: bool = True) -> list[list[int]]:
+    """The new token ids of greedy continuations of ``texts``, generated together (shorter
+    prompts padded on the left): exactly ``n`` each (``exact``: an end token does not stop
+    them), or at most ``n``, a finished row padded to the longest."""
     import torch
 
     if len(texts) == 1:
-        return [_greedy(model, tok, texts[0], n, exact=True).tolist()]
+        return [_greedy(model, tok, texts[0], n, exact=exact).tolist()]
     encoded = [tok(t, add_special_tokens=False).input_ids for t in texts]
     width = max(len(ids) for ids in encoded)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -118,7 +119,7 @@ def _greedy_batch(model, tok, texts: list[str], n: int) -> list[list[int]]:
             ids.to(device),
             attention_mask=mask.to(device),
             max_new_tokens=n,
-            min_new_tokens=n,
+            min_new_tokens=n if exact else None,
             do_sample=False,
             pad_token_id=pad,
         )
@@ -147,14 +148,46 @@ def _greedy(model, tok, text: str, n: int, *, exact: bool):
 def chat_answer(model, tok, question: str, *, max_new_tokens: int = 48) -> str:
     """The greedy answer to one user message, in the tokenizer's chat template (a plain
     ``question`` prompt where the tokenizer has none)."""
+    return chat_answers(model, tok, [question], max_new_tokens=max_new_tokens)[0]
+
+
+def chat_answers(
+    model, tok, questions: list[str], *, max_new_tokens: int = 48, batch_size: int = 1
+) -> list[str]:
+    """:func:`chat_answer` for each of ``questions``, ``batch_size`` at a time (left-padded;
+    each answer ends at the first end token, as it does alone)."""
+    if batch_size < 1:
+        raise EvalError(f"batch_size must be ≥ 1, got {batch_size}")
+    texts = [_chat_prompt(tok, q) for q in questions]
+    ends = _end_ids(model, tok)
+    answers = []
+    for i in range(0, len(texts), batch_size):
+        batch = texts[i : i + batch_size]
+        if len(batch) == 1:
+            rows = [_greedy(model, tok, batch[0], max_new_tokens, exact=False).tolist()]
+        else:
+            rows = _greedy_batch(model, tok, batch, max_new_tokens, exact=False)
+        for row in rows:
+            cut = next((k for k, t in enumerate(row) if t in ends), len(row))
+            answers.append(tok.decode(row[:cut], skip_special_tokens=True).strip())
+    return answers
+
+
+def _chat_prompt(tok, question: str) -> str:
     if getattr(tok, "chat_template", None):
-        text = tok.apply_chat_template(
+        return tok.apply_chat_template(
             [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
         )
-    else:
-        text = question
-    new = _greedy(model, tok, text, max_new_tokens, exact=False)
-    return tok.decode(new, skip_special_tokens=True).strip()
+    return question
+
+
+def _end_ids(model, tok) -> set[int]:
+    """The token ids that end a generation: the model's generation config's, else the
+    tokenizer's end-of-text token."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = tok.eos_token_id
+    return set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
 
 
 def read_prompts(path: Path, *, limit: int | None = None, chars: int = 48) -> list[str]:

@@ -129,6 +129,9 @@ class ChatReplaySettings(_Section):
     """Longest answer, in tokens."""
     weight: Annotated[float, Field(gt=0)] = 1.0
     """How many times each conversation is packed into each dataset (its share of the mix)."""
+    batch: PositiveInt = 16
+    """Prompts answered together (left-padded). In float32 each answer is what it is alone;
+    in bf16, greedy answers move with the batch shape, as they do on a GPU."""
 
 
 class Recipe(_Section):

@@ -34,24 +34,32 @@ def write_replay(
     out: Path,
     *,
     max_new_tokens: int,
+    batch_size: int = 16,
+    device: str = "auto",
+    dtype: str = "auto",
     on_answer: Callable[[int], None] | None = None,
 ) -> dict:
-    """Answer ``prompts`` with the model of ``model_dir`` (greedy, its chat template, on the
-    CPU or GPU eval picks) and write them to ``out`` as SFT jsonl. Returns counts: answers,
-    characters, and how many stopped at ``max_new_tokens`` instead of ending."""
-    from llamaforge_eval import chat_answer, load_model
+    """Answer ``prompts`` with the model of ``model_dir`` (greedy, its chat template, on
+    ``device`` in ``dtype`` as eval resolves them, ``batch_size`` prompts at a time) and write
+    them to ``out`` as SFT jsonl. Returns counts: answers, characters, and how many stopped at
+    ``max_new_tokens`` instead of ending."""
+    from llamaforge_eval import chat_answers, load_model
 
-    model, tok = load_model(model_dir)
+    model, tok = load_model(model_dir, device=device, dtype=dtype)
     rows, cut, chars = [], 0, 0
-    for k, prompt in enumerate(prompts):
-        answer = chat_answer(model, tok, prompt, max_new_tokens=max_new_tokens)
-        ids = tok(answer, add_special_tokens=False).input_ids
-        cut += len(ids) >= max_new_tokens - 1
-        chars += len(prompt) + len(answer)
-        turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-        rows.append({"messages": turns})
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        answers = chat_answers(
+            model, tok, batch, max_new_tokens=max_new_tokens, batch_size=len(batch)
+        )
+        for prompt, answer in zip(batch, answers, strict=True):
+            ids = tok(answer, add_special_tokens=False).input_ids
+            cut += len(ids) >= max_new_tokens - 1
+            chars += len(prompt) + len(answer)
+            turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+            rows.append({"messages": turns})
         if on_answer:
-            on_answer(k + 1)
+            on_answer(len(rows))
     with out.open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -167,6 +167,9 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
                 prompts,
                 folder / at.replay.name,
                 max_new_tokens=r.max_new_tokens,
+                batch_size=r.batch,
+                device=recipe.eval.device,
+                dtype=recipe.eval.dtype,
                 on_answer=lambda k: status.update(f"chat replay: {k} / {len(prompts)} answers"),
             )
         (folder / "replay.json").write_text(json.dumps(counts, indent=2) + "\n")
@@ -351,7 +354,11 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
                 Stage(
                     "chat-replay",
                     lambda: [base(), recipe.resolve(recipe.chat_replay.prompts)],
-                    lambda: recipe.chat_replay.model_dump(exclude={"weight"}),
+                    lambda: {
+                        **recipe.chat_replay.model_dump(exclude={"weight"}),
+                        "device": recipe.eval.device,
+                        "dtype": recipe.eval.dtype,
+                    },
                     chat_replay,
                 )
             ]
