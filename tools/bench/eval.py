@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import cpu_name
+
 ROOT = Path(__file__).resolve().parents[2]
 LM_EVAL_VENV = ROOT / ".venv-lm-eval"
 VLLM_VENV = ROOT / ".venv-vllm"  # the workspace's hatch env `vllm`
@@ -220,7 +222,7 @@ def main() -> int:
     from llamaforge_cli.assets import ensure_asset
 
     model = ensure_asset("smollm2-135m")
-    print(f"CPU: {_cpu_name()}; SmolLM2-135M fp32; batch size {args.batch_size}")
+    print(f"CPU: {cpu_name()}; SmolLM2-135M fp32; batch size {args.batch_size}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(args.keep) if args.keep else Path(tmp)
         n = write_questions(tmp / "mmlu", args.questions)
@@ -253,16 +255,6 @@ def main() -> int:
                 f"{sum(clear)}/{len(clear)} (must be all)"
             )
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

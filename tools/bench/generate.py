@@ -16,26 +16,9 @@ they came from.
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _resolve(spec: str) -> Path:
-    if spec.startswith("asset:"):
-        from llamaforge_cli.assets import ensure_asset
-
-        return ensure_asset(spec.removeprefix("asset:"))
-    return Path(spec)
+from common import asset_path, cpu_name
 
 
 def main() -> None:
@@ -57,10 +40,10 @@ def main() -> None:
     from llamaforge_eval import generation_speed, load_model
     from llamaforge_eval.generate import read_prompts
 
-    text = Path(args.text) if args.text else _resolve("asset:people-daily") / "heldout.txt"
+    text = Path(args.text) if args.text else asset_path("asset:people-daily") / "heldout.txt"
     prompts = read_prompts(text, limit=args.prompts)
     models = {
-        name: load_model(_resolve(spec), device="cpu", dtype=args.dtype)
+        name: load_model(asset_path(spec), device="cpu", dtype=args.dtype)
         for name, spec in (("base", args.base), ("expanded", args.expanded))
     }
     best: dict[str, object] = {}
@@ -72,7 +55,7 @@ def main() -> None:
             if name not in best or g.seconds < best[name].seconds:
                 best[name] = g
     print(
-        f"{_cpu()}, {torch.get_num_threads()} threads, {args.dtype}, {len(prompts)} prompts × "
+        f"{cpu_name()}, {torch.get_num_threads()} threads, {args.dtype}, {len(prompts)} prompts × "
         f"{args.tokens} tokens, {args.batch} at a time, fastest of {args.rounds} rounds"
     )
     print(f"{'model':<10}{'tokens/s':>10}{'chars/token':>13}{'chars/s':>10}")

@@ -35,16 +35,9 @@ import platform
 import tempfile
 from pathlib import Path
 
+from common import asset_path
+
 VARIANTS = ("out-first", "in-last", "scaled-0.9", "norm-matched")
-
-
-def _path(value: str) -> Path:
-    if value.startswith("asset:"):
-        from llamaforge_cli.assets import ensure_asset
-
-        name, _, rel = value[len("asset:") :].partition("/")
-        return ensure_asset(name) / rel if rel else ensure_asset(name)
-    return Path(value)
 
 
 def _variant(model, name: str, subs: list[list[int]], first_new: int) -> None:
@@ -95,9 +88,9 @@ def main() -> None:
     from llamaforge_tokenizer.subtokens import old_vocab_size, subtoken_ids
 
     torch.manual_seed(0)
-    base, tok_dir = _path(args.model), _path(args.tokenizer)
+    base, tok_dir = asset_path(args.model), asset_path(args.tokenizer)
     label, _, text = args.text.partition("=")
-    files = {label: [_path(text)]}
+    files = {label: [asset_path(text)]}
     first_new = old_vocab_size(base)
     subs, _ = subtoken_ids(base, tok_dir, first_new)
 
@@ -116,7 +109,7 @@ def main() -> None:
         for method in ("mean", "noisy-mean", "freq-out"):
             if method != "mean" and not wanted(method):
                 continue
-            corpus = [_path(args.train_text)] if method == "freq-out" else []
+            corpus = [asset_path(args.train_text)] if method == "freq-out" else []
             out = Path(tmp) / method
             init_model(base, tok_dir, out, InitConfig(method=method, corpus=corpus))
             if wanted(method):

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import cpu_name
 
 
 def _docs(kind: str, max_length: int, n_tokens: int, seed: int = 0) -> list[np.ndarray]:
@@ -251,12 +252,6 @@ def bench_mfu_1b(steps: int) -> None:
         )
 
 
-def _cpu_name() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    names = [ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln]
-    return f"{names[0] if names else 'unknown CPU'}, {torch.get_num_threads()} threads"
-
-
 def _demo_model(work: Path) -> Path:
     """SmolLM2-135M from the asset cache with the demo's 8,000 extra rows (mean-initialised
     through the tokenizer package would need a learned vocabulary; the row count is what
@@ -279,7 +274,8 @@ def bench_precision(steps: int, bf16: bool, bf16_limit: float) -> None:
 
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
     chosen = resolve_precision("auto", torch.device("cpu"))
-    print(f"[precision] {_cpu_name()}; flags {', '.join(flags) or 'none'}; auto → {chosen}")
+    where = f"{cpu_name()}, {torch.get_num_threads()} threads"
+    print(f"[precision] {where}; flags {', '.join(flags) or 'none'}; auto → {chosen}")
     with tempfile.TemporaryDirectory() as tmp:
         model = _demo_model(Path(tmp))
         runs = [("fp32", steps), ("auto", steps)] + ([("bf16", 2)] if bf16 else [])
