@@ -162,11 +162,7 @@ def chat_answers(
     ends = _end_ids(model, tok)
     answers = []
     for i in range(0, len(texts), batch_size):
-        batch = texts[i : i + batch_size]
-        if len(batch) == 1:
-            rows = [_greedy(model, tok, batch[0], max_new_tokens, exact=False).tolist()]
-        else:
-            rows = _greedy_batch(model, tok, batch, max_new_tokens, exact=False)
+        rows = _greedy_batch(model, tok, texts[i : i + batch_size], max_new_tokens, exact=False)
         for row in rows:
             cut = next((k for k, t in enumerate(row) if t in ends), len(row))
             answers.append(tok.decode(row[:cut], skip_special_tokens=True).strip())
