@@ -10,6 +10,7 @@ TARGET_BPC_GAIN = 0.10  # target-language bits per character at least 10 % below
 KEEP_BPC_TOLERANCE = 0.05  # other languages' bits per character within +5 % of the base model
 COMPRESSION_TARGET = 0.40  # target-language tokens per character down at least 40 %
 SPEED_TARGET = 2.0  # target-language characters generated per second, × the base model
+Z95 = 1.96  # standard errors either side of an estimate that hold 95 % of its noise
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ def accuracy_stderr(accuracy: float, n: int) -> float:
     return math.sqrt(accuracy * (1 - accuracy) / (n - 1))
 
 
-def within_noise(a: float, se_a: float, b: float, se_b: float, z: float = 1.96) -> bool:
+def within_noise(a: float, se_a: float, b: float, se_b: float, z: float = Z95) -> bool:
     """Whether two independent estimates differ by less than ``z`` standard errors of their
     difference (95 % by default); an unknown error counts as noise."""
     se = math.sqrt(se_a**2 + se_b**2)
@@ -48,12 +49,13 @@ class Paired:
     """Standard error of ``difference``, documents as the unit of sampling."""
     documents: int
 
-    def within_noise(self, z: float = 1.96) -> bool:
-        """Whether the difference is within ``z`` standard errors of zero (95 % by default)."""
-        return not math.isfinite(self.stderr) or abs(self.difference) <= z * self.stderr
+    def within_noise(self) -> bool:
+        """Whether the difference is within its 95 % interval of zero."""
+        return not math.isfinite(self.stderr) or abs(self.difference) <= Z95 * self.stderr
 
-    def describe(self, z: float = 1.96) -> str:
-        return f"{self.difference:+.3f} ± {z * self.stderr:.3f} (95 %, {self.documents} documents)"
+    def describe(self) -> str:
+        margin = Z95 * self.stderr
+        return f"{self.difference:+.3f} ± {margin:.3f} (95 %, {self.documents} documents)"
 
 
 def paired_bpc(a: dict, b: dict, label: str) -> Paired | None:
