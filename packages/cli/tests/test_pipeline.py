@@ -85,6 +85,7 @@ weight = 3
 text = {{zh = ["zh-held.txt"], en = ["en-held.txt"]}}
 generation_prompts = 2
 generation_tokens = 8
+generation_rounds = 2
 """)
     return path
 
@@ -100,6 +101,12 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
     assert "**Verdict.**" in report and "at equal training compute" in report
     assert "evaluated on the same device: cpu in float32" in report
     assert "chat: 你好 |" in report and "No benchmark was given" in report
+    assert "fastest of 2 rounds, the models in turn" in report
+    for arm in ("base", "control", "result"):  # each timed in both rounds
+        result = json.loads((tmp_path / "out" / "eval" / f"{arm}.json").read_text())
+        assert len(result["rounds"]) == 2 and result["generation"]["new_tokens"] == 16
+        assert result["generation"]["chars_per_s"] == max(result["rounds"])
+        assert "bits_per_char" in json.dumps(result) and "你好" in result["chat"]
     assert (tmp_path / "out" / "report" / "loss.png").is_file()
     assert (tmp_path / "out" / "report" / "loss-per-char.png").stat().st_size > 5000
     targets = json.loads((tmp_path / "out" / "report" / "targets.json").read_text())

@@ -9,6 +9,7 @@ from llamaforge_eval import (
     EvalError,
     chat_answer,
     chat_answers,
+    compare_generation,
     evaluate_generation,
     generation_speed,
     load_model,
@@ -73,6 +74,45 @@ def test_evaluate_generation_answers_in_the_chat_template(tiny_eval_model):
     )
     expected = tok.decode(plain[0, ids.shape[1] :], skip_special_tokens=True).strip()
     assert out["chat"] == {"Hi?": out["chat"]["Hi?"], "你好？": expected}
+
+
+@pytest.mark.parametrize("resident", [True, False])
+def test_compared_models_write_what_each_writes_alone(
+    tiny_eval_model, tiny_llama, asset, tmp_path, resident
+):
+    """Two models timed in alternating rounds, held together or loaded again for each turn:
+    each generates and answers exactly what it does measured alone, and keeps its fastest
+    round."""
+    other = tiny_llama(tmp_path / "other", asset("smollm2-tokenizer"), seed=2, tied=False)
+    dirs = {"a": tiny_eval_model, "b": other}
+    out = compare_generation(
+        dirs,
+        prompts=PROMPTS,
+        questions=["你好？"],
+        max_new_tokens=6,
+        batch_size=2,
+        rounds=2,
+        device="cpu",
+        dtype="float32",
+        resident=resident,
+    )
+    assert list(out) == ["a", "b"]
+    for label, model_dir in dirs.items():
+        alone = evaluate_generation(
+            model_dir,
+            prompts=PROMPTS,
+            questions=["你好？"],
+            max_new_tokens=6,
+            device="cpu",
+            dtype="float32",
+        )
+        got = out[label]
+        assert got["generation"]["samples"] == alone["generation"]["samples"]
+        assert got["chat"] == alone["chat"]
+        assert len(got["rounds"]) == 2 and got["generation"]["chars_per_s"] == max(got["rounds"])
+    assert out["a"]["generation"]["samples"] != out["b"]["generation"]["samples"]
+    with pytest.raises(EvalError, match="rounds must be ≥ 1, got 0"):
+        compare_generation(dirs, prompts=PROMPTS, rounds=0, device="cpu")
 
 
 @pytest.mark.slow

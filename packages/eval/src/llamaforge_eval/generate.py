@@ -9,8 +9,12 @@ token carries. Chat answers use the tokenizer's own chat template and stop at it
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import time
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -184,6 +188,108 @@ def _end_ids(model, tok) -> set[int]:
     if eos is None:
         eos = tok.eos_token_id
     return set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
+
+
+def compare_generation(
+    model_dirs: Mapping[str, str | Path],
+    *,
+    prompts: list[str],
+    questions: list[str] | None = None,
+    max_new_tokens: int = 64,
+    batch_size: int = 1,
+    rounds: int = 3,
+    device: str = "auto",
+    dtype: str = "auto",
+    resident: bool | None = None,
+) -> dict[str, dict]:
+    """:func:`evaluate_generation` for several models, timed so that they compare: each round
+    times every model once on the same ``prompts`` (the order rotated from round to round) and
+    each model keeps its fastest round, so a minute in which the machine is busy with something
+    else slows one round of every model, not every round of one. The models are held in memory
+    together (``resident``; None: when their weights fit in 80 % of the device's free memory),
+    else each is loaded again for its turn, the loading not timed. Returns label → the dict
+    :func:`evaluate_generation` returns, with ``rounds``: each round's characters per second
+    (no ``generation`` without ``prompts``: chat answers only)."""
+    from llamaforge_eval.device import resolve_device, resolve_dtype
+    from llamaforge_eval.runner import load_model
+
+    if rounds < 1:
+        raise EvalError(f"rounds must be ≥ 1, got {rounds}")
+    if not prompts and not questions:
+        raise EvalError("generation: no prompts and no questions")
+    device = resolve_device(device)
+    labels = list(model_dirs)
+    dtypes = {k: resolve_dtype(dtype, Path(model_dirs[k]), device) for k in labels}
+    if resident is None:
+        resident = _fits(device, [Path(d) for d in model_dirs.values()], dtypes.values())
+    held: dict[str, tuple] = {}
+
+    def loaded(label: str):
+        if label in held:
+            return held[label]
+        pair = load_model(model_dirs[label], device=device, dtype=dtypes[label])
+        if resident:
+            held[label] = pair
+        return pair
+
+    best: dict[str, Generation] = {}
+    per_round: dict[str, list[float]] = {k: [] for k in labels}
+    chat: dict[str, dict[str, str]] = {}
+    for r in range(rounds):
+        for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
+            model, tok = loaded(label)
+            if prompts:
+                g = generation_speed(
+                    model,
+                    tok,
+                    prompts,
+                    max_new_tokens=max_new_tokens,
+                    repeats=1,
+                    batch_size=batch_size,
+                )
+                per_round[label].append(g.chars_per_s)
+                if label not in best or g.seconds < best[label].seconds:
+                    best[label] = g
+            if label not in chat:
+                asked = questions or []
+                chat[label] = dict(zip(asked, chat_answers(model, tok, asked), strict=True))
+        if not prompts:
+            break  # chat answers only: nothing to time
+    timed = {k: {"generation": best[k].to_dict(), "rounds": per_round[k]} for k in best}
+    return {
+        k: {"device": device, "dtype": dtypes[k], **timed.get(k, {}), "chat": chat[k]}
+        for k in labels
+    }
+
+
+def _fits(device: str, model_dirs: list[Path], dtypes) -> bool:
+    """Whether the weights of every model, in the dtype each is evaluated in, fit in 80 % of
+    the device's free memory."""
+    import torch
+
+    need = sum(
+        _parameters(d) * (4 if dt == "float32" else 2)
+        for d, dt in zip(model_dirs, dtypes, strict=True)
+    )
+    if device.startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return need < 0.8 * free
+
+
+def _parameters(model_dir: Path) -> int:
+    """Parameters in a model dir's safetensors files, from their headers (other weight files:
+    their bytes, as if stored in 16 bits)."""
+    total = 0
+    for f in model_dir.iterdir():
+        if f.suffix == ".safetensors":
+            with f.open("rb") as fh:
+                header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+            total += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+        elif f.suffix in (".bin", ".gguf", ".pt"):
+            total += f.stat().st_size // 2
+    return total
 
 
 def read_prompts(path: Path, *, limit: int | None = None, chars: int = 48) -> list[str]:

@@ -93,6 +93,10 @@ class EvalSettings(_Section):
     user sees it; more: a larger sample of text for the same time, as a server batches)."""
     generation_tokens: PositiveInt = 64
     """Tokens generated per prompt (every model generates exactly this many)."""
+    generation_rounds: PositiveInt = 3
+    """Rounds of the timing: each round times every model once, in turn, and each model keeps
+    its fastest, so a busy minute on a shared machine slows one round of every model rather
+    than one model."""
 
     def target_label(self) -> str | None:
         """The target language's label, or None without held-out text."""

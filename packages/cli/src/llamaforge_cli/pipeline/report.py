@@ -124,7 +124,8 @@ def _arms_section(recipe: Recipe, results: dict[str, dict], plan: dict | None) -
         e = recipe.eval
         row(
             f"{target}: characters generated per second (greedy, {e.generation_prompts} "
-            f"prompts × {e.generation_tokens} tokens, {e.generation_batch} at a time)",
+            f"prompts × {e.generation_tokens} tokens, {e.generation_batch} at a time; "
+            f"fastest of {e.generation_rounds} rounds, the models in turn)",
             speed,
         )
     if plan:

@@ -268,7 +268,7 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
 
     def evaluate(folder: Path) -> None:
         from llamaforge_eval import (
-            evaluate_generation,
+            compare_generation,
             evaluate_model,
             resolve_device,
             resolve_dtype,
@@ -285,9 +285,11 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         target = e.target_label()
         prompts = _prompts(texts[target], e.generation_prompts) if target else []
         questions = [q for q in (recipe.chat_prompt, recipe.chat_prompt_target) if q]
-        for label, model in models():
+        arms = dict(models())
+        results = {}
+        for label, model in arms.items():
             with console.status(f"evaluating {label}") as status:
-                results = evaluate_model(
+                results[label] = evaluate_model(
                     model,
                     benchmarks=benchmarks,
                     texts=texts,
@@ -298,20 +300,23 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
                     dtype=dtype,
                     on_status=lambda m, label=label, status=status: status.update(f"{label}: {m}"),
                 )
-                if prompts or questions:
-                    status.update(f"{label}: generating")
-                    results.update(
-                        evaluate_generation(
-                            model,
-                            prompts=prompts,
-                            questions=questions,
-                            max_new_tokens=e.generation_tokens,
-                            batch_size=e.generation_batch,
-                            device=device,
-                            dtype=dtype,
-                        )
-                    )
-            write_results(folder / f"{label}.json", results)
+        if prompts or questions:
+            # every model timed in each round, so that they compare on a shared machine
+            with console.status(f"generating: {', '.join(arms)}, {e.generation_rounds} rounds"):
+                generated = compare_generation(
+                    arms,
+                    prompts=prompts,
+                    questions=questions,
+                    max_new_tokens=e.generation_tokens,
+                    batch_size=e.generation_batch,
+                    rounds=e.generation_rounds,
+                    device=device,
+                    dtype=dtype,
+                )
+            for label in arms:
+                results[label].update(generated[label])
+        for label in arms:
+            write_results(folder / f"{label}.json", results[label])
         rows = measure({"old": base(), "new": at.tokenizer}, texts)
         plot_compression(rows, folder / "compression.png")
         (folder / "compression.json").write_text(json.dumps([r.to_dict() for r in rows], indent=2))
