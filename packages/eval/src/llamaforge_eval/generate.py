@@ -215,7 +215,8 @@ def compare_generation(
 
     if rounds < 1:
         raise EvalError(f"rounds must be ≥ 1, got {rounds}")
-    if not prompts and not questions:
+    asked = list(questions or [])
+    if not prompts and not asked:
         raise EvalError("generation: no prompts and no questions")
     device = resolve_device(device)
     labels = list(model_dirs)
@@ -251,7 +252,6 @@ def compare_generation(
                 if label not in best or g.seconds < best[label].seconds:
                     best[label] = g
             if label not in chat:
-                asked = questions or []
                 chat[label] = dict(zip(asked, chat_answers(model, tok, asked), strict=True))
         if not prompts:
             break  # chat answers only: nothing to time
