@@ -20,6 +20,7 @@ _LAZY = {
     "evaluate_model": "llamaforge_eval.evaluate",
     "evaluate_generation": "llamaforge_eval.generate",
     "compare_generation": "llamaforge_eval.generate",
+    "where_bits": "llamaforge_eval.attribution",
     "generation_speed": "llamaforge_eval.generate",
     "chat_answer": "llamaforge_eval.generate",
     "chat_answers": "llamaforge_eval.generate",
@@ -55,5 +56,6 @@ __all__ = [
     "read_results",
     "resolve_device",
     "resolve_dtype",
+    "where_bits",
     "write_results",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -179,6 +180,62 @@ def print_results(console: Console, results: dict) -> None:
                 f"{t['bits_per_char']:.3f}",
             )
         console.print(table)
+
+
+@app.command("where")
+def where_cmd(
+    ctx: typer.Context,
+    reference: Annotated[Path, typer.Argument(help="The model compared against (HF dir).")],
+    model: Annotated[Path, typer.Argument(help="The expanded model (HF dir).")],
+    text: Annotated[Path, typer.Option(help="Held-out text, one document per line.")],
+    max_docs: Annotated[int | None, typer.Option(help="Score only the first N documents.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Results JSON.")] = None,
+) -> None:
+    """Where MODEL (expanded) wins and loses bits against REFERENCE on the same text: bits per
+    character by the kind of MODEL's token — old token, new piece of 1, 2, 3+ characters."""
+    from llamaforge_eval.attribution import first_new_id, where_bits
+    from llamaforge_eval.evaluate import read_documents
+    from llamaforge_eval.results import check_results_path
+
+    if max_docs is not None and max_docs < 1:
+        raise EvalError(f"--max-docs must be ≥ 1, got {max_docs}")
+    if out is not None:
+        check_results_path(out)
+    for path in (reference, model):
+        if not (path / "config.json").is_file():
+            raise EvalError(f"{path}: not an HF model dir (no config.json)")
+    first_new_id(model)  # an unexpanded MODEL fails before anything loads
+    docs = read_documents("text", [text], max_docs)
+    console = _console(ctx)
+    with console.status("scoring both models"):
+        rows = where_bits(reference, model, docs, device=device, dtype=dtype)
+    table = Table(title=f"bits per character — {model} against {reference}")
+    for col in ("token kind", "tokens", "characters", "model", "reference", "difference"):
+        table.add_column(col, justify="left" if col == "token kind" else "right")
+    for row in rows:
+        table.add_row(
+            row.kind,
+            f"{row.tokens:,}",
+            f"{row.characters:,}",
+            f"{row.model_bits_per_char:.3f}",
+            f"{row.reference_bits_per_char:.3f}",
+            f"{row.model_bits_per_char - row.reference_bits_per_char:+.3f}",
+        )
+    console.print(table)
+    if out:
+        body = {
+            "reference": str(reference),
+            "model": str(model),
+            "text": str(text),
+            "documents": len(docs),
+            "kinds": [r.to_dict() for r in rows],
+        }
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(out)  # whole or not at all
+        console.print(f"results → {out}")
 
 
 @app.command("compare")

@@ -107,6 +107,19 @@ def evaluate_benchmark(
     }
 
 
+def read_documents(label: str, paths: list[Path], max_docs: int | None = None) -> list[str]:
+    """The non-blank lines (documents) of ``paths``, the first ``max_docs`` when given."""
+    docs: list[str] = []
+    for path in paths:
+        try:
+            docs += [x for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+        except (FileNotFoundError, UnicodeDecodeError) as exc:
+            raise EvalError(f"{path}: cannot read text ({exc})") from None
+    if not docs:
+        raise EvalError(f"text {label!r}: no documents")
+    return docs[:max_docs] if max_docs else docs
+
+
 def evaluate_text(
     runner: Runner, files: dict[str, list[Path]], max_docs: int | None = None
 ) -> dict:
@@ -115,17 +128,7 @@ def evaluate_text(
     and bits (``doc_chars``, ``doc_bits``) for paired comparisons."""
     out = {}
     for label, paths in files.items():
-        docs = []
-        for path in paths:
-            try:
-                docs += [
-                    x for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()
-                ]
-            except (FileNotFoundError, UnicodeDecodeError) as exc:
-                raise EvalError(f"{path}: cannot read text ({exc})") from None
-        if not docs:
-            raise EvalError(f"text {label!r}: no documents")
-        docs = docs[:max_docs] if max_docs else docs
+        docs = read_documents(label, paths, max_docs)
         scored = runner.document_nll(docs)
         nll, count = sum(n for n, _ in scored), sum(c for _, c in scored)
         chars = sum(len(d) for d in docs)

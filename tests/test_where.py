@@ -1,0 +1,116 @@
+"""`llamaforge eval where`: an expanded model's bits against its base model's, by token kind,
+on a real expanded SmolLM2 tokenizer and tiny models built on it (eval reads the model dirs
+that tokenizer-expand writes, so the test spans both packages)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow  # builds an expanded tokenizer and two models (~10 s)
+
+ZH = [
+    "中国人民银行今天宣布，人民币汇率保持稳定。",
+    "  北京  的天气\t很好，中国队赢了比赛！ 2024年",
+    "人民日报社论：据中国人民银行消息，发展是硬道理。English words stay old tokens here.",
+]
+PIECES = ["中国", "人民", "银行", "中国人民银行", "国", "宣", "天气"]
+
+
+@pytest.fixture(scope="module")
+def models(asset, tiny_llama, tmp_path_factory):
+    from llamaforge_tokenizer import InitConfig, expand_tokenizer, init_model
+    from llamaforge_tokenizer.pieces import write_pieces
+
+    work = tmp_path_factory.mktemp("where")
+    write_pieces(work / "p.jsonl", [{"piece": p} for p in PIECES])
+    expand_tokenizer(asset("smollm2-tokenizer"), work / "p.jsonl", work / "tok")
+    base = tiny_llama(work / "base", asset("smollm2-tokenizer"), seed=3)
+    init_model(base, work / "tok", work / "expanded", InitConfig(method="mean"))
+    return base, work / "expanded"
+
+
+def _scored(path, texts):
+    from llamaforge_eval import load_model
+    from llamaforge_eval.attribution import score_tokens
+
+    model, tok = load_model(path, device="cpu", dtype="float32")
+    return score_tokens(model, tok, texts), tok
+
+
+def test_kinds_follow_the_expanded_tokens(models):
+    from llamaforge_eval.attribution import KINDS, compare_by_kind, first_new_id
+
+    base, expanded = models
+    first_new = first_new_id(expanded)
+    new, tok = _scored(expanded, ZH)
+    rows = {r.kind: r for r in compare_by_kind(new, new, first_new)}
+    # the model against itself: every kind's two columns agree exactly
+    for r in rows.values():
+        assert r.model_bits == pytest.approx(r.reference_bits, rel=1e-9)
+    # kinds counted by hand from the tokens (a document's first token is not scored)
+    want = {k: 0 for k in KINDS}
+    for text in ZH:
+        ids = tok(text, add_special_tokens=False).input_ids
+        for i in ids[1:]:
+            piece = tok.decode([i])
+            if i >= first_new:
+                want[KINDS[min(len(piece), 3)]] += 1
+    for kind in KINDS[1:]:
+        assert (rows[kind].tokens if kind in rows else 0) == want[kind], kind
+    assert rows[KINDS[3]].tokens >= 1 and rows[KINDS[2]].tokens >= 3  # 中国人民银行, 中国 ...
+
+
+def test_reference_bits_are_carried_whole_onto_the_expanded_spans(models):
+    from llamaforge_eval.attribution import compare_by_kind, first_new_id
+
+    base, expanded = models
+    new, _ = _scored(expanded, ZH)
+    ref, _ = _scored(base, ZH)
+    rows = compare_by_kind(ref, new, first_new_id(expanded))
+    # plain reference computation: everything after each document's first expanded token
+    # (the span neither side scores), on each side, by the tokens' end offsets
+    want_ref = want_new = 0.0
+    want_chars = 0
+    for r, n, text in zip(ref, new, ZH, strict=True):
+        cut = n.ends[0]
+        want_ref += sum(b for e, b in zip(r.ends, r.bits, strict=True) if e > cut)
+        want_new += sum(b for e, b in zip(n.ends, n.bits, strict=True) if e > cut)
+        want_chars += len(text) - cut
+        assert not any(math.isnan(b) for e, b in zip(r.ends, r.bits, strict=True) if e > cut)
+    assert sum(r.reference_bits for r in rows) == pytest.approx(want_ref, rel=1e-9)
+    assert sum(r.model_bits for r in rows) == pytest.approx(want_new, rel=1e-9)
+    # byte tokens of one character share an end: a character is counted once
+    assert sum(r.characters for r in rows) == want_chars
+    # the base model reads Chinese in more tokens than the expanded one
+    assert sum(len(r.ids) for r in ref) > sum(len(n.ids) for n in new)
+
+
+def test_cli_table_and_an_unexpanded_model_is_one_line(models, tmp_path):
+    base, expanded = models
+    text = tmp_path / "zh.txt"
+    text.write_text("\n".join(ZH) + "\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "llamaforge_eval", "where"]
+    ok = subprocess.run(
+        [*cmd, str(base), str(expanded), "--text", str(text), "-o", str(tmp_path / "w.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ok.returncode == 0, ok.stderr
+    kinds = json.loads((tmp_path / "w.json").read_text())["kinds"]
+    assert {k["kind"] for k in kinds} >= {"old token", "new piece, 2 characters"}
+    assert all(k["characters"] > 0 and k["model_bits"] > 0 for k in kinds)
+    bad = subprocess.run(
+        [*cmd, str(expanded), str(base), "--text", str(text)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2
+    errors = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "expanded_from_vocab_size" in errors[0], bad.stderr
