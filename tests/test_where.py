@@ -102,9 +102,13 @@ def test_cli_table_and_an_unexpanded_model_is_one_line(models, tmp_path):
         timeout=300,
     )
     assert ok.returncode == 0, ok.stderr
-    kinds = json.loads((tmp_path / "w.json").read_text())["kinds"]
+    result = json.loads((tmp_path / "w.json").read_text())
+    kinds, total = result["kinds"], result["all"]
     assert {k["kind"] for k in kinds} >= {"old token", "new piece, 2 characters"}
     assert all(k["characters"] > 0 and k["model_bits"] > 0 for k in kinds)
+    for key in ("tokens", "characters", "model_bits", "reference_bits"):
+        assert total[key] == pytest.approx(sum(k[key] for k in kinds), rel=1e-12), key
+    assert "all" in ok.stdout
     bad = subprocess.run(
         [*cmd, str(expanded), str(base), "--text", str(text)],
         capture_output=True,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -195,9 +194,9 @@ def where_cmd(
 ) -> None:
     """Where MODEL (expanded) wins and loses bits against REFERENCE on the same text: bits per
     character by the kind of MODEL's token — old token, new piece of 1, 2, 3+ characters."""
-    from llamaforge_eval.attribution import first_new_id, where_bits
+    from llamaforge_eval.attribution import KindRow, first_new_id, where_bits
     from llamaforge_eval.evaluate import read_documents
-    from llamaforge_eval.results import check_results_path
+    from llamaforge_eval.results import check_results_path, write_json
 
     if max_docs is not None and max_docs < 1:
         raise EvalError(f"--max-docs must be ≥ 1, got {max_docs}")
@@ -211,10 +210,18 @@ def where_cmd(
     console = _console(ctx)
     with console.status("scoring both models"):
         rows = where_bits(reference, model, docs, device=device, dtype=dtype)
+    total = KindRow(
+        "all",
+        sum(r.tokens for r in rows),
+        sum(r.characters for r in rows),
+        sum(r.model_bits for r in rows),
+        sum(r.reference_bits for r in rows),
+    )
     table = Table(title=f"bits per character — {model} against {reference}")
-    for col in ("token kind", "tokens", "characters", "model", "reference", "difference"):
+    columns = ("token kind", "tokens", "characters", "model", "reference", "difference", "bits")
+    for col in columns:
         table.add_column(col, justify="left" if col == "token kind" else "right")
-    for row in rows:
+    for row in [*rows, total]:
         table.add_row(
             row.kind,
             f"{row.tokens:,}",
@@ -222,19 +229,26 @@ def where_cmd(
             f"{row.model_bits_per_char:.3f}",
             f"{row.reference_bits_per_char:.3f}",
             f"{row.model_bits_per_char - row.reference_bits_per_char:+.3f}",
+            f"{row.model_bits - row.reference_bits:+,.0f}",
+            end_section=row is rows[-1],
         )
     console.print(table)
+    console.print(
+        "model, reference: bits per character on the characters of that kind; bits: the "
+        "model's total minus the reference's (where the difference comes from)"
+    )
     if out:
-        body = {
-            "reference": str(reference),
-            "model": str(model),
-            "text": str(text),
-            "documents": len(docs),
-            "kinds": [r.to_dict() for r in rows],
-        }
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(out)  # whole or not at all
+        write_json(
+            out,
+            {
+                "reference": str(reference),
+                "model": str(model),
+                "text": str(text),
+                "documents": len(docs),
+                "kinds": [r.to_dict() for r in rows],
+                "all": total.to_dict(),
+            },
+        )
         console.print(f"results → {out}")
 
 

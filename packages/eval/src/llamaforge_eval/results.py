@@ -31,16 +31,20 @@ def check_results_path(path: Path) -> Path:
     return path
 
 
-def write_results(path: Path, results: dict) -> None:
-    """Write ``results`` as JSON; the file appears whole or not at all."""
+def write_json(path: Path, body: dict) -> None:
+    """Write ``body`` as JSON to ``path``; the file appears whole or not at all."""
     path = check_results_path(path)
-    body = json.dumps({"format": FORMAT, "version": 1, **results}, indent=2, ensure_ascii=False)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(body + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_results(path: Path, results: dict) -> None:
+    """Write ``results`` as an eval results file; it appears whole or not at all."""
+    write_json(path, {"format": FORMAT, "version": 1, **results})
 
 
 def read_results(path: Path) -> dict:
