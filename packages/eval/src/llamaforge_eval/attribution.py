@@ -133,6 +133,17 @@ def compare_by_kind(
     return [KindRow(k, t, c, m, r) for k, (t, c, m, r) in totals.items() if t]
 
 
+def total_row(rows: list[KindRow]) -> KindRow:
+    """The kinds summed: both models' bits per character on every character compared."""
+    return KindRow(
+        "all",
+        sum(r.tokens for r in rows),
+        sum(r.characters for r in rows),
+        sum(r.model_bits for r in rows),
+        sum(r.reference_bits for r in rows),
+    )
+
+
 def first_new_id(model_dir: Path) -> int:
     """The first row a vocabulary expansion added, from the model's ``config.json``."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text())

@@ -194,7 +194,7 @@ def where_cmd(
 ) -> None:
     """Where MODEL (expanded) wins and loses bits against REFERENCE on the same text: bits per
     character by the kind of MODEL's token — old token, new piece of 1, 2, 3+ characters."""
-    from llamaforge_eval.attribution import KindRow, first_new_id, where_bits
+    from llamaforge_eval.attribution import first_new_id, total_row, where_bits
     from llamaforge_eval.evaluate import read_documents
     from llamaforge_eval.results import check_results_path, write_json
 
@@ -210,13 +210,7 @@ def where_cmd(
     console = _console(ctx)
     with console.status("scoring both models"):
         rows = where_bits(reference, model, docs, device=device, dtype=dtype)
-    total = KindRow(
-        "all",
-        sum(r.tokens for r in rows),
-        sum(r.characters for r in rows),
-        sum(r.model_bits for r in rows),
-        sum(r.reference_bits for r in rows),
-    )
+    total = total_row(rows)
     table = Table(title=f"bits per character — {model} against {reference}")
     columns = ("token kind", "tokens", "characters", "model", "reference", "difference", "bits")
     for col in columns:

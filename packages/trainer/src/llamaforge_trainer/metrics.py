@@ -113,14 +113,12 @@ def cpu_peak_flops(dtype: torch.dtype) -> tuple[float, str] | None:
     flags = cpu_flags(info)
     mhz = [float(ln.split(":", 1)[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
     top = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
-    hz = max(
-        [*(m * 1e6 for m in mhz), *([int(top.read_text()) * 1e3] if top.is_file() else [])],
-        default=0.0,
-    )
+    top_hz = [int(top.read_text()) * 1e3] if top.is_file() else []
+    hz = max([*(m * 1e6 for m in mhz), *top_hz], default=0.0)
     if not hz:
         return None
     clock = f"{hz / 1e9:.2f} GHz"
-    if not top.is_file():
+    if not top_hz:
         # No cpufreq (a VM): "cpu MHz" is the nominal clock and turbo runs above it — seen
         # here: fp32 matmuls at 70 FLOP/cycle of a 2.60 GHz AVX-512 Xeon's nominal clock.
         hz *= TURBO_ALLOWANCE
