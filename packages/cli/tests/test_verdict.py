@@ -45,6 +45,7 @@ micro_batch_size = 2
 grad_accum = 3
 lr = 3e-4
 warmup_ratio = 0.1
+share_spelling = "both"
 [control]
 """
 
@@ -96,6 +97,7 @@ def test_control_gets_equal_training_flops(tmp_path, like):
     assert stage["micro_batch_size"] == template["micro_batch_size"]
     assert stage["lr"] == (5e-4 if like else template["lr"])
     assert stage["data"] == ["zh", "mix"] and stage["trainable"] == "all"
+    assert "share_spelling" not in stage  # the control has no new rows to share with
     assert plan.control_tokens == stage["steps"] * per_step
     # equal FLOPs (6 · N · tokens) within half a control step
     half_step = 0.5 * 6 * n_base * per_step

@@ -66,6 +66,19 @@ def test_config_and_tokenizer_travel_with_the_model(initialised):
     assert (initialised["out"] / "generation_config.json").is_file()
 
 
+def test_spellings_of_the_new_pieces_are_written(initialised):
+    report = initialised["report"]
+    data = json.loads((initialised["out"] / "expansion.json").read_text())
+    assert data["first_new"] == report.old_rows
+    assert len(data["spellings"]) == report.new_rows - report.old_rows
+    old_tok = Tokenizer.from_file(str(initialised["base"] / "tokenizer.json"))
+    vocab = Tokenizer.from_file(str(initialised["tok"] / "tokenizer.json")).get_vocab()
+    by_id = {i: token for token, i in vocab.items()}
+    for i in range(report.old_rows, report.new_rows, 997):
+        want = [t.id for t in old_tok.model.tokenize(by_id[i])]
+        assert data["spellings"][i - report.old_rows] == want, by_id[i]
+
+
 def test_english_logits_unchanged_and_generates(initialised):
     base = AutoModelForCausalLM.from_pretrained(initialised["base"], torch_dtype=torch.float32)
     new = AutoModelForCausalLM.from_pretrained(initialised["out"], torch_dtype=torch.float32)

@@ -34,6 +34,8 @@ TOKENIZER_FILES = (
 )
 INPUT_NAMES = ("model.embed_tokens.weight",)
 OUTPUT_NAMES = ("lm_head.weight",)
+SPELLINGS_FILE = "expansion.json"
+"""The spellings of the new ids, next to the weights (read by the trainer's ``share_spelling``)."""
 _TORCH_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
 
 
@@ -152,6 +154,7 @@ def init_model(
         if not changed:
             raise TokenizerExpandError(f"{model_dir}: no {INPUT_NAMES[0]} tensor found")
         _write_configs(model_dir, tokenizer_dir, tmp, model_cfg, new_size, sizes)
+        write_spellings(tmp, rows, subs)
         if config.method is InitMethod.FREQ_OUT:
             from llamaforge_tokenizer.freq_out import calibrate_output_rows
 
@@ -173,6 +176,13 @@ def init_model(
         method=config.method.value,
         seconds=time.perf_counter() - start,
     )
+
+
+def write_spellings(out: Path, first_new: int, spellings: list[list[int]]) -> None:
+    """``out/expansion.json``: where the new rows start and the old ids that spell each new
+    id (``[]`` for a special token) — the trainer's ``share_spelling`` reads it."""
+    data = {"first_new": first_new, "spellings": spellings}
+    (out / SPELLINGS_FILE).write_text(json.dumps(data, separators=(",", ":")) + "\n")
 
 
 def _rewrite_shard(

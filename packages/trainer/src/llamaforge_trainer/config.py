@@ -46,6 +46,7 @@ from llamaforge_trainer.errors import TrainError
 Plugin = Literal["ddp", "gemini", "gemini_auto", "zero2", "zero2_cpu", "3d"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Trainable = Literal["all", "embeddings", "new-embeddings", "lora"]
+ShareSpelling = Literal["none", "input", "output", "both"]
 Attention = Literal["auto", "flash", "docwise", "sdpa", "eager"]
 NanPolicy = Literal["stop", "skip"]
 Fused = Literal["auto", "on", "off"]
@@ -86,6 +87,12 @@ class StageConfig(_Settings):
     config.json, which ``llamaforge vocab init-model`` writes — with no weight decay, so every
     old row, and with it the model on its old languages, stays exactly as it was; ddp only) or
     ``lora``."""
+    share_spelling: ShareSpelling = "none"
+    """After a vocabulary expansion: the new rows of the input embeddings (``input``), the
+    output embeddings (``output``) or both learn as the mean of the old rows that spell their
+    piece plus their own offset, so every occurrence of a piece also trains the shared rows
+    that spell it, and every change of those reaches all the pieces they spell (spellings from
+    ``expansion.json``, which ``llamaforge vocab init-model`` writes); ddp only."""
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.025
     """Share of the stage's steps spent warming up (Colossal-LLaMA: 2.5 %)."""
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
@@ -243,6 +250,8 @@ class TrainConfig(_Settings):
                 problems.append(f"stages: trainable = '{mode}' runs with plugin ddp only")
         if self.plugin != "ddp" and any(s.embedding_lr is not None for s in self.stages):
             problems.append("stages: embedding_lr runs with plugin ddp only")
+        if self.plugin != "ddp" and any(s.share_spelling != "none" for s in self.stages):
+            problems.append("stages: share_spelling runs with plugin ddp only")
         if self.optimizer == "adamw" and self.plugin in ("gemini", "gemini_auto"):
             problems.append("optimizer: Gemini runs with ColossalAI's HybridAdam only; use 'auto'")
         return problems

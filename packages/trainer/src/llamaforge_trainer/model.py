@@ -11,6 +11,7 @@ from torch import nn
 
 from llamaforge_datapack import tokenizer_fingerprint
 from llamaforge_trainer.errors import TrainError
+from llamaforge_trainer.spelling import SPELLINGS_FILE
 
 log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -222,7 +223,7 @@ def save_hf(causal_lm: nn.Module, model_dir: Path, out: Path) -> None:
         lm = lm.merge_and_unload()
     out.mkdir(parents=True, exist_ok=True)
     lm.save_pretrained(str(out), safe_serialization=True)
-    for name in (*TOKENIZER_FILES, "generation_config.json"):
+    for name in (*TOKENIZER_FILES, "generation_config.json", SPELLINGS_FILE):
         src = Path(model_dir) / name
         if src.is_file() and not (out / name).exists():
             shutil.copyfile(src, out / name)

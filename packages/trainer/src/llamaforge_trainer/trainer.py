@@ -57,6 +57,7 @@ from llamaforge_trainer.model import (
 )
 from llamaforge_trainer.packed import PackedCausalLM, choose_attention
 from llamaforge_trainer.sharding import check_model_fits
+from llamaforge_trainer.spelling import share_spelling
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class _StageRun:
     step: int = 0
     neftune: NEFTune | None = None
     hooks: list = field(default_factory=list)
+    shares: list = field(default_factory=list)
 
 
 class Trainer:
@@ -240,6 +242,8 @@ class Trainer:
             loss, grad_norm, tokens = self.train_step(
                 run.booster, run.model, run.optimizer, group, stage, run.parts
             )
+            for share in run.shares:
+                share.after_step()
             run.step += 1
             self.result.global_step += 1
             self._finish_step(run, stage, loss)
@@ -272,7 +276,7 @@ class Trainer:
                 )
         if run.neftune:
             run.neftune.remove()
-        for hook in run.hooks:
+        for hook in [*run.hooks, *run.shares]:
             hook.remove()
 
     def _start_stage(
@@ -309,6 +313,8 @@ class Trainer:
         )
         if stage.trainable == "new-embeddings":
             run.hooks = train_new_rows_only(self.causal_lm)
+        if stage.share_spelling != "none":
+            run.shares = share_spelling(self.causal_lm, config.model, stage.share_spelling)
         if resume is not None:
             saved = load_checkpoint(Path(resume["path"]), booster, model, optimizer, scheduler)
             run.sampler.load_state_dict(saved["sampler"][self.dist.rank])
