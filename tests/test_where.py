@@ -52,11 +52,11 @@ def test_kinds_follow_the_expanded_tokens(models):
     # the model against itself: every kind's two columns agree exactly
     for r in rows.values():
         assert r.model_bits == pytest.approx(r.reference_bits, rel=1e-9)
-    # kinds counted by hand from the tokens (a document's first token is not scored)
+    # kinds counted by hand from the tokens (every token is scored, the first one after BOS)
     want = {k: 0 for k in KINDS}
     for text in ZH:
         ids = tok(text, add_special_tokens=False).input_ids
-        for i in ids[1:]:
+        for i in ids:
             piece = tok.decode([i])
             if i >= first_new:
                 want[KINDS[min(len(piece), 3)]] += 1
@@ -72,22 +72,34 @@ def test_reference_bits_are_carried_whole_onto_the_expanded_spans(models):
     new, _ = _scored(expanded, ZH)
     ref, _ = _scored(base, ZH)
     rows = compare_by_kind(ref, new, first_new_id(expanded))
-    # plain reference computation: everything after each document's first expanded token
-    # (the span neither side scores), on each side, by the tokens' end offsets
-    want_ref = want_new = 0.0
-    want_chars = 0
-    for r, n, text in zip(ref, new, ZH, strict=True):
-        cut = n.ends[0]
-        want_ref += sum(b for e, b in zip(r.ends, r.bits, strict=True) if e > cut)
-        want_new += sum(b for e, b in zip(n.ends, n.bits, strict=True) if e > cut)
-        want_chars += len(text) - cut
-        assert not any(math.isnan(b) for e, b in zip(r.ends, r.bits, strict=True) if e > cut)
+    # plain reference computation: every token of every document is scored (the first one
+    # after the start token), so each side's total is the sum of all its tokens' bits
+    want_ref = sum(sum(r.bits) for r in ref)
+    want_new = sum(sum(n.bits) for n in new)
+    want_chars = sum(len(text) for text in ZH)
+    assert not any(math.isnan(b) for r in (*ref, *new) for b in r.bits)
     assert sum(r.reference_bits for r in rows) == pytest.approx(want_ref, rel=1e-9)
     assert sum(r.model_bits for r in rows) == pytest.approx(want_new, rel=1e-9)
     # byte tokens of one character share an end: a character is counted once
     assert sum(r.characters for r in rows) == want_chars
     # the base model reads Chinese in more tokens than the expanded one
     assert sum(len(r.ids) for r in ref) > sum(len(n.ids) for n in new)
+
+
+def test_first_token_is_scored_after_the_start_token(models):
+    import torch
+    import torch.nn.functional as F
+
+    from llamaforge_eval import load_model
+
+    _, expanded = models
+    new, tok = _scored(expanded, ZH[:1])
+    model, _ = load_model(expanded, device="cpu", dtype="float32")
+    ids = tok(ZH[0], add_special_tokens=False).input_ids
+    with torch.no_grad():
+        logits = model(torch.tensor([[tok.bos_token_id, ids[0]]])).logits[0, 0]
+    want = float(F.cross_entropy(logits[None], torch.tensor([ids[0]]))) / math.log(2)
+    assert new[0].bits[0] == pytest.approx(want, rel=1e-5)
 
 
 def test_cli_table_and_an_unexpanded_model_is_one_line(models, tmp_path):

@@ -20,6 +20,7 @@ from llamaforge_eval import (
     load_model,
 )
 from llamaforge_eval.prompts import build_prefix, continuation, format_choice
+from llamaforge_eval.windows import windows
 
 KINDS = ("mmlu", "cmmlu", "ceval", "agieval", "gaokao")
 
@@ -89,10 +90,11 @@ def test_gsm8k_generation_and_extraction(fixtures, tiny_eval_model):
 
 
 def _plain_bits_per_char(model, tok, docs: list[str]) -> float:
-    """Each document alone, one forward pass, every token after the first scored."""
+    """Each document alone after BOS (else EOS), one forward pass, every token scored."""
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     nll = 0.0
     for d in docs:
-        ids = torch.tensor([tok(d, add_special_tokens=False).input_ids])
+        ids = torch.tensor([[start, *tok(d, add_special_tokens=False).input_ids]])
         with torch.no_grad():
             logits = model(ids).logits[0, :-1]
         nll += float(F.cross_entropy(logits, ids[0, 1:], reduction="sum"))
@@ -113,6 +115,36 @@ def test_bits_per_character_matches_a_plain_computation(tiny_eval_model, tmp_pat
     assert got["doc_chars"] == [len(d) for d in docs]
     for d, b in zip(docs, got["doc_bits"], strict=True):
         assert b == pytest.approx(_plain_bits_per_char(model, tok, [d]) * len(d), abs=1e-3)
+
+
+def test_windows_cover_every_token_once():
+    for n in (0, 1, 2, 5, 16, 17, 100):
+        for length in (2, 3, 16):
+            targets = [t for lo, hi in windows(n, length) for t in range(lo + 1, hi)]
+            assert targets == list(range(1, n)), (n, length)
+            assert all(hi - lo <= length for lo, hi in windows(n, length))
+    with pytest.raises(ValueError, match="at least 2"):
+        windows(10, 1)
+
+
+def test_long_documents_are_scored_in_windows_token_by_token(tiny_eval_model):
+    """A document longer than the model: every token scored once, the first after the start
+    token; each window's first target sees the previous token."""
+    model, tok = load_model(tiny_eval_model)
+    doc = "人民日报 reports, line after line: 中华人民共和国成立了。" * 6
+    ids = tok(doc, add_special_tokens=False).input_ids
+    assert len(ids) > 40
+    (total, count), = Runner(model, tok, max_length=16).document_nll([doc])
+    assert count == len(ids)
+    # the same windows by hand: slices of [start, *ids] of 16, overlapping by one
+    full = torch.tensor([[tok.bos_token_id, *ids]])
+    want = 0.0
+    for lo in range(0, full.shape[1] - 1, 15):
+        chunk = full[:, lo : lo + 16]
+        with torch.no_grad():
+            logits = model(chunk).logits[0, :-1]
+        want += float(F.cross_entropy(logits, chunk[0, 1:], reduction="sum"))
+    assert total == pytest.approx(want, rel=1e-5)
 
 
 def test_layout_errors_name_the_expected_layout(fixtures, tmp_path, tiny_eval_model):

@@ -7,8 +7,10 @@ reference token's last character (an expanded vocabulary contains the old one, s
 cover whole reference tokens almost always). Each expanded token is then put in a kind — an
 old token (an id below the model's ``expanded_from_vocab_size``) or a new piece of one, two,
 or three or more characters — and each kind gets its characters and both models' bits per
-character on them. A span either model did not score (a document's first token, which has no
-context) is left out of both sides, so the two columns always cover the same characters.
+character on them. Both models score every token, the first one after the start token, as
+``eval run`` does (:mod:`llamaforge_eval.windows`); a span either model could not score (a
+tokenizer with neither BOS nor EOS leaves a document's first token without context) is left
+out of both sides, so the two columns always cover the same characters.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from llamaforge_eval.errors import EvalError
+from llamaforge_eval.windows import windows, with_start
 
 KINDS = ("old token", "new piece, 1 character", "new piece, 2 characters", "new piece, 3+")
 
@@ -67,8 +70,9 @@ class KindRow:
 
 @torch.no_grad()
 def score_tokens(model, tok, texts: list[str], *, max_length: int = 2048) -> list[ScoredText]:
-    """Every token of every text with the bits ``model`` spends on it, each text on its own
-    (no BOS is added: a token without context is not scored), in windows of ``max_length``."""
+    """Every token of every text with the bits ``model`` spends on it, each text on its own,
+    laid out as ``eval run`` lays it out (:mod:`llamaforge_eval.windows`: after the start
+    token, in windows of ``max_length`` that overlap by one token)."""
     if not getattr(tok, "is_fast", False):
         raise EvalError("token attribution needs a fast tokenizer (character offsets)")
     device = next(model.parameters()).device
@@ -76,15 +80,16 @@ def score_tokens(model, tok, texts: list[str], *, max_length: int = 2048) -> lis
     for text in texts:
         enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc.input_ids)
-        scored = [math.nan] * len(ids)
-        for lo in range(0, len(ids), max_length):
-            chunk = torch.tensor([ids[lo : lo + max_length]], device=device)
+        full, front = with_start(tok, ids)
+        scored_full = [math.nan] * len(full)
+        for lo, hi in windows(len(full), max_length):
+            chunk = torch.tensor([full[lo:hi]], device=device)
             logits = model(input_ids=chunk).logits[0].float()
             nll = F.cross_entropy(logits[:-1], chunk[0, 1:], reduction="none")
-            scored[lo + 1 : lo + chunk.shape[1]] = (nll / math.log(2)).tolist()
+            scored_full[lo + 1 : hi] = (nll / math.log(2)).tolist()
         starts = [s for s, _ in enc.offset_mapping]
         ends = [e for _, e in enc.offset_mapping]
-        out.append(ScoredText(ids=ids, starts=starts, ends=ends, bits=scored))
+        out.append(ScoredText(ids=ids, starts=starts, ends=ends, bits=scored_full[front:]))
     return out
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from llamaforge_eval.errors import EvalError
+from llamaforge_eval.windows import windows, with_start
 
 
 @dataclass(frozen=True)
@@ -241,16 +242,16 @@ class Runner(PromptRunner):
     def document_nll(self, texts: list[str]) -> list[tuple[float, int]]:
         """Each text's negative log-likelihood (nats) of its tokens, and how many were scored.
 
-        Each text is scored on its own (BOS as context where the tokenizer uses one, else the
-        first token is not scored), in windows of the model's length.
+        Each text is scored on its own, after the start token and in windows of the model's
+        length that overlap by one token (:mod:`llamaforge_eval.windows`): every token is
+        scored once, the first one too.
         """
         out = []
-        window = self.max_length
         for text in texts:
-            ids = self.encode(text)
+            ids, _ = with_start(self.tok, self.tok(text, add_special_tokens=False).input_ids)
             total, count = 0.0, 0
-            for lo in range(0, len(ids), window):
-                chunk = torch.tensor([ids[lo : lo + window]], device=self.device)
+            for lo, hi in windows(len(ids), self.max_length):
+                chunk = torch.tensor([ids[lo:hi]], device=self.device)
                 logits = self.model(input_ids=chunk).logits[0].float()
                 targets = chunk[0, 1:]
                 total += float(F.cross_entropy(logits[:-1], targets, reduction="sum"))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from llamaforge_eval.errors import EvalError
 from llamaforge_eval.runner import ChoiceScores, PromptRunner
+from llamaforge_eval.windows import windows, with_start
 
 
 def vllm_available() -> bool:
@@ -115,18 +116,17 @@ class VllmRunner(PromptRunner):
         return texts
 
     def document_nll(self, texts: list[str]) -> list[tuple[float, int]]:
-        """Each text's negative log-likelihood (nats) and scored-token count (windows of the
-        model's length, as the transformers backend)."""
+        """Each text's negative log-likelihood (nats) and scored-token count, laid out as the
+        transformers backend lays it out (:mod:`llamaforge_eval.windows`)."""
         from vllm import SamplingParams
 
         window = self.max_length - 1  # room for the one token vLLM must generate
         chunks, owner = [], []
         for i, text in enumerate(texts):
-            ids = self.encode(text)
-            for lo in range(0, len(ids), window):
-                if len(ids[lo : lo + window]) > 1:
-                    chunks.append(ids[lo : lo + window])
-                    owner.append(i)
+            ids, _ = with_start(self.tok, self.tok(text, add_special_tokens=False).input_ids)
+            for lo, hi in windows(len(ids), window):
+                chunks.append(ids[lo:hi])
+                owner.append(i)
         if not chunks:
             raise EvalError("no tokens to score")
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
