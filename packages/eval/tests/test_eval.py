@@ -134,7 +134,7 @@ def test_long_documents_are_scored_in_windows_token_by_token(tiny_eval_model):
     doc = "人民日报 reports, line after line: 中华人民共和国成立了。" * 6
     ids = tok(doc, add_special_tokens=False).input_ids
     assert len(ids) > 40
-    (total, count), = Runner(model, tok, max_length=16).document_nll([doc])
+    ((total, count),) = Runner(model, tok, max_length=16).document_nll([doc])
     assert count == len(ids)
     # the same windows by hand: slices of [start, *ids] of 16, overlapping by one
     full = torch.tensor([[tok.bos_token_id, *ids]])

@@ -5,7 +5,6 @@ trainer, a new row whose piece never occurs moves by the mean change of its spel
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -58,7 +58,9 @@ def read_spellings(model_dir: str | Path, rows: int) -> tuple[int, list[list[int
         )
     for k, spelling in enumerate(spellings):
         if not all(isinstance(i, int) and 0 <= i < first for i in spelling):
-            raise TrainError(f"{path}: the spelling of id {first + k} names an id not below {first}")
+            raise TrainError(
+                f"{path}: the spelling of id {first + k} names an id not below {first}"
+            )
     return first, spellings
 
 
