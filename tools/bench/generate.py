@@ -38,8 +38,7 @@ def main() -> None:
 
     import torch
 
-    from llamaforge_eval import compare_generation
-    from llamaforge_eval.generate import read_prompts
+    from llamaforge_eval import compare_generation, read_prompts
 
     text = Path(args.text) if args.text else asset_path("asset:people-daily") / "heldout.txt"
     prompts = read_prompts(text, limit=args.prompts)

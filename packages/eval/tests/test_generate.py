@@ -13,7 +13,9 @@ from llamaforge_eval import (
     evaluate_generation,
     generation_speed,
     load_model,
+    read_prompts,
 )
+from llamaforge_eval.generate import PROMPT_CHARS
 
 PROMPTS = ["１９９８年，中国人民将满怀", "The capital of", "  odd\twhitespace\n"]
 
@@ -137,3 +139,18 @@ def test_bad_generation_settings_are_named(tiny_eval_model):
         generation_speed(model, tok, ["x"], max_new_tokens=0)
     with pytest.raises(EvalError, match="got 4, 2, 0"):
         generation_speed(model, tok, ["x"], max_new_tokens=4, batch_size=0)
+
+
+def test_prompts_are_the_first_characters_of_each_document_across_files(tmp_path):
+    a, b, empty = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "empty.txt"
+    first = "人民日报社论：发展是硬道理，改革开放是强国之路。全文如下：一九九八年一月一日"
+    a.write_text(f"  {first}\n\n\t\nshort\n", encoding="utf-8")
+    b.write_text("第三篇\n第四篇\n", encoding="utf-8")
+    empty.write_text("\n  \n", encoding="utf-8")
+    assert read_prompts([a, b], limit=3, chars=8) == ["人民日报社论：发", "short", "第三篇"]
+    assert len(first) > PROMPT_CHARS
+    assert read_prompts(a) == [first[:PROMPT_CHARS], "short"]
+    with pytest.raises(EvalError, match="empty.txt: no prompts"):
+        read_prompts(empty)
+    with pytest.raises(EvalError, match="missing.txt: cannot read prompts"):
+        read_prompts(tmp_path / "missing.txt")

@@ -24,6 +24,7 @@ _LAZY = {
     "generation_speed": "llamaforge_eval.generate",
     "chat_answer": "llamaforge_eval.generate",
     "chat_answers": "llamaforge_eval.generate",
+    "read_prompts": "llamaforge_eval.generate",
 }
 
 
@@ -53,6 +54,7 @@ __all__ = [
     "gsm8k_number",
     "load_benchmark",
     "load_model",
+    "read_prompts",
     "read_results",
     "resolve_device",
     "resolve_dtype",

@@ -292,16 +292,29 @@ def _parameters(model_dir: Path) -> int:
     return total
 
 
-def read_prompts(path: Path, *, limit: int | None = None, chars: int = 48) -> list[str]:
-    """Prompts from a text file: the first ``chars`` characters of each non-empty line (the
-    first ``limit`` lines)."""
-    try:
-        lines = [ln for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EvalError(f"{path}: cannot read prompts ({exc})") from None
-    if not lines:
-        raise EvalError(f"{path}: no prompts (the file has no non-empty line)")
-    return [ln[:chars] for ln in lines[:limit]]
+PROMPT_CHARS = 32
+"""Characters of a held-out document that make a generation prompt (the pipeline's and the
+benchmark's)."""
+
+
+def read_prompts(
+    paths: str | Path | list[str | Path], *, limit: int | None = None, chars: int = PROMPT_CHARS
+) -> list[str]:
+    """Prompts from text files read in order: the first ``chars`` characters of each non-empty
+    line, stripped (the first ``limit`` lines in all)."""
+    prompts: list[str] = []
+    paths = paths if isinstance(paths, list) else [paths]
+    for path in paths:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EvalError(f"{path}: cannot read prompts ({exc})") from None
+        prompts += [ln.strip()[:chars] for ln in lines if ln.strip()]
+        if limit is not None and len(prompts) >= limit:
+            break
+    if not prompts:
+        raise EvalError(f"{', '.join(map(str, paths))}: no prompts (no non-empty line)")
+    return prompts[:limit]
 
 
 def evaluate_generation(

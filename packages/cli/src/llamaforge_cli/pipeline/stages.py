@@ -270,6 +270,7 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         from llamaforge_eval import (
             compare_generation,
             evaluate_model,
+            read_prompts,
             resolve_device,
             resolve_dtype,
             write_results,
@@ -283,7 +284,7 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         device = resolve_device(e.device)
         dtype = resolve_dtype(e.dtype, base(), device)
         target = e.target_label()
-        prompts = _prompts(texts[target], e.generation_prompts) if target else []
+        prompts = read_prompts(texts[target], limit=e.generation_prompts) if target else []
         questions = [q for q in (recipe.chat_prompt, recipe.chat_prompt_target) if q]
         arms = dict(models())
         results = {}
@@ -423,15 +424,3 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
             report,
         ),
     ]
-
-
-def _prompts(files: list[Path], count: int) -> list[str]:
-    """The first ``count`` documents of ``files`` (non-empty lines), each cut to its first
-    32 characters: the same prompts for every model."""
-    docs: list[str] = []
-    for path in files:
-        with open(path, encoding="utf-8") as fh:
-            docs += [line.strip()[:32] for line in fh if line.strip()]
-        if len(docs) >= count:
-            break
-    return docs[:count]
