@@ -64,6 +64,9 @@ def test_config_and_tokenizer_travel_with_the_model(initialised):
         initialised["tok"] / "tokenizer.json"
     ).read_bytes()
     assert (initialised["out"] / "generation_config.json").is_file()
+    # the asset cache's list of the input's files and hashes does not describe the output
+    assert (initialised["base"] / "MANIFEST.json").is_file()
+    assert not (initialised["out"] / "MANIFEST.json").exists()
 
 
 def test_spellings_of_the_new_pieces_are_written(initialised):

@@ -281,7 +281,9 @@ def _write_configs(
         data = json.loads(index.read_text())
         data.setdefault("metadata", {})["total_size"] = sum(sizes.values())
         (out / index.name).write_text(json.dumps(data, indent=2) + "\n")
-    skip = {"config.json", index.name, *TOKENIZER_FILES}
+    # a MANIFEST.json lists the input's files and their hashes (the asset cache writes one):
+    # it would be wrong for the files written here
+    skip = {"config.json", index.name, "MANIFEST.json", *TOKENIZER_FILES}
     for path in model_dir.iterdir():
         if path.is_file() and path.name not in skip and not path.name.endswith(".safetensors"):
             shutil.copyfile(path, out / path.name)
