@@ -17,7 +17,6 @@ to close, and it is where an expanded model loses on running text.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from common import asset_path, cpu_name
@@ -39,21 +38,13 @@ def read_docs(path: Path, count: int, shortest: int, longest: int) -> list[str]:
 
 def copy_bits(model_dir: Path, docs: list[str], dtype: str) -> tuple[float, float]:
     """Bits per character of ``model_dir`` on the first and on the second copy of each doc."""
-    import torch
-    import torch.nn.functional as F
-
     from llamaforge_eval import load_model
+    from llamaforge_eval.attribution import score_tokens
 
     model, tok = load_model(model_dir, device="cpu", dtype=dtype)
-    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     first = second = 0.0
-    for doc in docs:
-        enc = tok(doc + doc, add_special_tokens=False, return_offsets_mapping=True)
-        ids = torch.tensor([[start, *enc.input_ids]])
-        with torch.no_grad():
-            logits = model(input_ids=ids).logits[0, :-1].float()
-        nll = F.cross_entropy(logits, ids[0, 1:], reduction="none") / math.log(2)
-        for (_, end), bits in zip(enc.offset_mapping, nll.tolist(), strict=True):
+    for doc, scored in zip(docs, score_tokens(model, tok, [d + d for d in docs]), strict=True):
+        for end, bits in zip(scored.ends, scored.bits, strict=True):
             if end <= len(doc):
                 first += bits
             else:

@@ -71,6 +71,11 @@ class PromptRunner:
             ids = [self.tok.bos_token_id, *ids]
         return ids
 
+    def document_ids(self, text: str) -> list[int]:
+        """A held-out document's ids as every backend scores them: after the start token
+        (:mod:`llamaforge_eval.windows`)."""
+        return with_start(self.tok, self.tok(text, add_special_tokens=False).input_ids)[0]
+
     def _adds_bos(self) -> bool:
         probe = self.tok("a").input_ids
         return bool(probe) and probe[0] == self.tok.bos_token_id
@@ -248,7 +253,7 @@ class Runner(PromptRunner):
         """
         out = []
         for text in texts:
-            ids, _ = with_start(self.tok, self.tok(text, add_special_tokens=False).input_ids)
+            ids = self.document_ids(text)
             total, count = 0.0, 0
             for lo, hi in windows(len(ids), self.max_length):
                 chunk = torch.tensor([ids[lo:hi]], device=self.device)

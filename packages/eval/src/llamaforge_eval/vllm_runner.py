@@ -19,7 +19,7 @@ from pathlib import Path
 
 from llamaforge_eval.errors import EvalError
 from llamaforge_eval.runner import ChoiceScores, PromptRunner
-from llamaforge_eval.windows import windows, with_start
+from llamaforge_eval.windows import windows
 
 
 def vllm_available() -> bool:
@@ -123,7 +123,7 @@ class VllmRunner(PromptRunner):
         window = self.max_length - 1  # room for the one token vLLM must generate
         chunks, owner = [], []
         for i, text in enumerate(texts):
-            ids, _ = with_start(self.tok, self.tok(text, add_special_tokens=False).input_ids)
+            ids = self.document_ids(text)
             for lo, hi in windows(len(ids), window):
                 chunks.append(ids[lo:hi])
                 owner.append(i)
