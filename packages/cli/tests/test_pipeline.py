@@ -62,6 +62,7 @@ init = "{init}"
 sources = ["zh=zh.txt", "en=en.txt:0.5"]
 max_length = 64
 num_bins = 2
+bos = true
 [train]
 save_interval = 2
 [[train.stages]]
@@ -121,6 +122,7 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
         assert manifest["sources"]["chat-replay"] == 3 and manifest["template"] == "tokenizer"
         assert manifest["tokens_per_category"]["chat-replay"] > 0
         assert manifest["documents"] > 6
+        assert manifest["bos"] is True and manifest["eos"] is True  # the recipe's `bos = true`
     assert [r.action for r in plan(recipe)] == ["skip"] * len(STAGES)
     assert [r.action for r in run(recipe)] == ["skip"] * len(STAGES)
     compute = tmp_path / "out" / "train-control" / "compute.json"

@@ -98,6 +98,8 @@ def test_rows_fit_and_positions_restart(packed):
     assert (flat["labels"] != -100).sum() == (batch["labels"] != -100).sum()
     eos = 2  # <|im_end|>: documents end with a real EOS, kept and learned
     assert (flat["input_ids"] == eos).sum() >= len(flat["cu_seqlens"]) - 1
+    # SmolLM2's tokenizer adds no BOS, and the manifest says what was done
+    assert packed["manifest"].bos is False and packed["manifest"].eos is True
 
 
 def test_fill_ratio_on_a_realistic_mix(packed):

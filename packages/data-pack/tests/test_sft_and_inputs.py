@@ -229,3 +229,36 @@ def test_llama3_template_on_the_llama3_tokenizer(asset):
     text = enc.tok.decode(doc.input_ids)
     assert text.startswith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n")
     assert _learned_text(enc.tok, doc) == "你好！<|eot_id|>"
+
+
+def test_bos_option_makes_the_first_token_of_a_document_a_target(asset, tmp_path):
+    """SmolLM2's tokenizer adds no BOS, so by default a document's first token has no context
+    to be predicted from; with ``add_bos`` it follows BOS (not learned) and is learned."""
+    path = tmp_path / "zh.txt"
+    path.write_text("人民日报 社论\n", encoding="utf-8")
+    (rec,) = read_records([path])
+    plain = Encoder(TokenizeConfig(tokenizer_dir=asset("smollm2-tokenizer"))).encode(rec)
+    enc = Encoder(TokenizeConfig(tokenizer_dir=asset("smollm2-tokenizer"), add_bos=True))
+    doc = enc.encode(rec)
+    assert doc.input_ids[0] == enc.tok.bos_token_id and doc.labels[0] == IGNORE
+    assert list(doc.input_ids[1:]) == list(plain.input_ids)
+    assert list(doc.labels[1:]) == list(plain.labels) == list(plain.input_ids)
+
+
+def test_bos_on_a_tokenizer_without_one_is_refused(asset, tmp_path):
+    import shutil
+
+    tok_dir = tmp_path / "no-bos"
+    shutil.copytree(asset("smollm2-tokenizer"), tok_dir)
+    cfg_path = tok_dir / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["bos_token"] = None
+    cfg_path.write_text(json.dumps(cfg))
+    for name in ("special_tokens_map.json",):
+        special = tok_dir / name
+        if special.is_file():
+            data = json.loads(special.read_text())
+            data.pop("bos_token", None)
+            special.write_text(json.dumps(data))
+    with pytest.raises(DataPackError, match="no bos token"):
+        Encoder(TokenizeConfig(tokenizer_dir=tok_dir, add_bos=True))

@@ -35,7 +35,12 @@ from llamaforge_datapack.binpack import best_fit_decreasing, gather_rows, split_
 from llamaforge_datapack.errors import DataPackError
 from llamaforge_datapack.records import OnError, ReadStats, read_records
 from llamaforge_datapack.spill import Spill
-from llamaforge_datapack.tokenize import TokenizeConfig, encode_records, tokenizer_fingerprint
+from llamaforge_datapack.tokenize import (
+    Encoder,
+    TokenizeConfig,
+    encode_records,
+    tokenizer_fingerprint,
+)
 
 FORMAT, VERSION = "llamaforge-packed", 1
 _WORK_MARKER = ".llamaforge-pack-work"
@@ -134,6 +139,10 @@ class Manifest:
     tokenizer_sha256: str = ""
     max_length: int = 0
     template: str = ""
+    bos: bool | None = None
+    """Whether text documents start with BOS (None: a manifest written before this was kept)."""
+    eos: bool | None = None
+    """Whether text documents end with EOS."""
     seed: int = 0
     num_bins: int = 1
     sources: dict[str, float] = field(default_factory=dict)
@@ -221,6 +230,7 @@ def pack(
         run = pack_with_ray
     else:
         run = _pack_here
+    encoder = Encoder(tokenize)  # a bad tokenizer fails here; BOS / EOS as resolved for it
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_work_dirs(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -231,6 +241,8 @@ def pack(
             tokenizer_sha256=tokenizer_fingerprint(tokenize.tokenizer_dir),
             max_length=tokenize.max_length,
             template=tokenize.template,
+            bos=encoder.bos is not None,
+            eos=encoder.eos is not None,
             seed=config.seed,
             num_bins=config.num_bins,
             sources={s.name: s.weight for s in sources},

@@ -110,6 +110,11 @@ class Encoder:
             probe = self.tok("a").input_ids
             add_bos = bool(probe) and probe[0] == self.tok.bos_token_id
         self.bos = self.tok.bos_token_id if add_bos else None
+        if config.add_bos and self.bos is None:
+            raise DataPackError(
+                f"{config.tokenizer_dir}: tokenizer has no bos token; "
+                "pass --no-bos or fix the tokenizer"
+            )
         self.eos = self.tok.eos_token_id if config.add_eos else None
         if config.add_eos and self.eos is None:
             raise DataPackError(

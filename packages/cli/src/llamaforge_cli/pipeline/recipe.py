@@ -61,6 +61,11 @@ class DataSettings(_Section):
     """Tokens per packed row."""
     num_bins: PositiveInt = 4
     """Category bins for bucket ordering."""
+    bos: bool | None = None
+    """Start each text document with the tokenizer's BOS (``llamaforge data pack --bos``);
+    None: as the tokenizer does (SmolLM2's adds none, LLaMA's adds ``<s>``). Eval scores every
+    document after BOS, its first token included; without one in training, packing (which
+    keeps documents apart) never makes a document's first token a target."""
 
 
 class EvalSettings(_Section):

@@ -208,7 +208,10 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
                     manifest = datapack.pack(
                         sources,
                         TokenizeConfig(
-                            tokenizer_dir=tokenizer, max_length=ds.max_length, template=template
+                            tokenizer_dir=tokenizer,
+                            max_length=ds.max_length,
+                            template=template,
+                            add_bos=ds.bos,
                         ),
                         PackConfig(out_dir=parent / name, num_bins=ds.num_bins, overwrite=True),
                         progress=lambda stage, n, what=f"{label}{name}", status=status: (
