@@ -254,11 +254,10 @@ def test_bos_on_a_tokenizer_without_one_is_refused(asset, tmp_path):
     cfg = json.loads(cfg_path.read_text())
     cfg["bos_token"] = None
     cfg_path.write_text(json.dumps(cfg))
-    for name in ("special_tokens_map.json",):
-        special = tok_dir / name
-        if special.is_file():
-            data = json.loads(special.read_text())
-            data.pop("bos_token", None)
-            special.write_text(json.dumps(data))
+    special = tok_dir / "special_tokens_map.json"
+    if special.is_file():
+        data = json.loads(special.read_text())
+        data.pop("bos_token", None)
+        special.write_text(json.dumps(data))
     with pytest.raises(DataPackError, match="no bos token"):
         Encoder(TokenizeConfig(tokenizer_dir=tok_dir, add_bos=True))

@@ -140,7 +140,7 @@ class Manifest:
     max_length: int = 0
     template: str = ""
     bos: bool | None = None
-    """Whether text documents start with BOS (None: a manifest written before this was kept)."""
+    """Whether text documents start with BOS (None: a manifest older than this field)."""
     eos: bool | None = None
     """Whether text documents end with EOS."""
     seed: int = 0

@@ -169,7 +169,6 @@ def pack_with_ray(sources, tokenize, config, tmp: Path, manifest, progress) -> N
         raise DataPackError(
             f"--engine ray needs Ray Data ({exc}): pip install 'llamaforge-datapack[ray]'"
         ) from None
-    Encoder(tokenize)  # a bad tokenizer or template fails here, before any worker starts
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers fork after this
     specs = plan_blocks(sources, config.block_records)
     started = False
