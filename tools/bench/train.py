@@ -21,7 +21,11 @@
     flags). ``--bf16`` also times forced bf16 autocast, bounded by ``--bf16-limit`` seconds
     (on a CPU without bf16 units it is emulated: one step can take minutes).
 
-    python tools/bench/train.py [--steps 6] [--gpu] [--precision [--bf16]]
+(e) --cpu-step: what a CPU step of the demo spends outside the matmuls: torch's default AdamW
+    against the fused kernel, and ``cpu_allocator`` ``system`` against ``reuse`` (see
+    ``bench_cpu_step``).
+
+    python tools/bench/train.py [--steps 6] [--gpu] [--precision [--bf16]] [--cpu-step]
 """
 
 from __future__ import annotations
@@ -252,16 +256,19 @@ def bench_mfu_1b(steps: int) -> None:
         )
 
 
-def _demo_model(work: Path) -> Path:
-    """SmolLM2-135M from the asset cache with the demo's 8,000 extra rows (mean-initialised
-    through the tokenizer package would need a learned vocabulary; the row count is what
-    costs, so the rows are copies here)."""
+def _demo_model(work: Path, rows: int = 8000, untie: bool = False) -> Path:
+    """SmolLM2-135M from the asset cache with ``rows`` extra rows (mean-initialised through
+    the tokenizer package would need a learned vocabulary; the row count is what costs, so
+    the rows are copies here); ``untie``: an output matrix of its own, as freq-out gives."""
     from transformers import AutoModelForCausalLM
 
     from llamaforge_cli.assets import ensure_asset
 
     lm = AutoModelForCausalLM.from_pretrained(str(ensure_asset("smollm2-135m")))
-    lm.resize_token_embeddings(lm.config.vocab_size + 8000, mean_resizing=False)
+    lm.resize_token_embeddings(lm.config.vocab_size + rows, mean_resizing=False)
+    if untie:
+        lm.config.tie_word_embeddings = False
+        lm.lm_head.weight = torch.nn.Parameter(lm.lm_head.weight.detach().clone())
     lm.save_pretrained(str(work / "model"))
     return work / "model"
 
@@ -302,7 +309,59 @@ def bench_precision(steps: int, bf16: bool, bf16_limit: float) -> None:
                 print(f"  {precision} / fp32: {speeds[precision] / speeds['fp32']:.2f}×")
 
 
-def _tokens_per_s(model: Path, out: Path, precision: str, steps: int, queue) -> None:
+def bench_cpu_step(steps: int, rounds: int) -> None:
+    """(e): where a CPU training step of the demo (SmolLM2-135M + 16,000 rows, untied, 4 × 256
+    tokens, fp32) loses time outside the matmuls. The optimizer: torch's default AdamW on CPU
+    (a Python loop over the tensors) against the fused kernel the trainer takes, on the
+    model's own parameters, interleaved in this process. The allocator: ``cpu_allocator``
+    ``system`` against ``reuse`` through the real Trainer, each in its own process (the
+    setting is the process's), in alternating rounds, each keeping its fastest."""
+    import multiprocessing as mp
+
+    from transformers import AutoModelForCausalLM
+
+    print(f"[cpu step] {cpu_name()}, {torch.get_num_threads()} threads, fp32")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = _demo_model(Path(tmp), rows=16000, untie=True)
+        lm = AutoModelForCausalLM.from_pretrained(str(model))
+        params = [p for p in lm.parameters() if p.requires_grad]
+        for p in params:
+            p.grad = torch.randn_like(p) * 1e-3
+        best = {}
+        for fused in (False, True, False, True):
+            opt = torch.optim.AdamW(params, lr=1e-5, fused=fused)
+            opt.step()  # states allocated
+            start = time.perf_counter()
+            for _ in range(3):
+                opt.step()
+            name = "fused" if fused else "loop (default)"
+            best[name] = min(best.get(name, 1e9), (time.perf_counter() - start) / 3)
+            del opt
+        n = sum(p.numel() for p in params) / 1e6
+        print(
+            f"  AdamW over {n:.0f}M parameters: loop {best['loop (default)']:.3f} s, fused "
+            f"{best['fused']:.3f} s a step ({best['loop (default)'] / best['fused']:.1f}×)"
+        )
+        del lm, params
+        speeds: dict[str, float] = {}
+        for r in range(rounds):
+            for allocator in ("system", "reuse") if r % 2 == 0 else ("reuse", "system"):
+                queue = mp.get_context("spawn").Queue()
+                out = Path(tmp) / f"{allocator}-{r}"
+                proc = mp.get_context("spawn").Process(
+                    target=_tokens_per_s, args=(model, out, "fp32", steps, queue, allocator)
+                )
+                proc.start()
+                proc.join()
+                speed = queue.get()
+                speeds[allocator] = max(speeds.get(allocator, 0.0), speed)
+                print(f"  round {r + 1}, cpu_allocator {allocator}: {speed:,.1f} tokens/s")
+        print(f"  reuse / system (fastest of {rounds}): {speeds['reuse'] / speeds['system']:.2f}×")
+
+
+def _tokens_per_s(
+    model: Path, out: Path, precision: str, steps: int, queue, allocator: str = "reuse"
+) -> None:
     from llamaforge_trainer import StageConfig, TrainConfig
     from llamaforge_trainer.metrics import read_metrics
     from llamaforge_trainer.trainer import Trainer
@@ -311,6 +370,7 @@ def _tokens_per_s(model: Path, out: Path, precision: str, steps: int, queue) -> 
         model=str(model),
         output_dir=str(out),
         precision=precision,
+        cpu_allocator=allocator,
         benchmark=True,
         max_length=256,
         export=False,
@@ -329,7 +389,14 @@ def main() -> int:
     parser.add_argument("--precision", action="store_true", help="fp32 vs auto, demo config")
     parser.add_argument("--bf16", action="store_true", help="with --precision: forced bf16 too")
     parser.add_argument("--bf16-limit", type=float, default=300.0)
+    parser.add_argument(
+        "--cpu-step", action="store_true", help="optimizer and allocator, demo config (CPU)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --cpu-step")
     args = parser.parse_args()
+    if args.cpu_step:
+        bench_cpu_step(args.steps, args.rounds)
+        return 0
     if args.precision:
         bench_precision(args.steps, args.bf16, args.bf16_limit)
         return 0

@@ -342,6 +342,47 @@ def test_optimizer_choice(tiny_model, packed_text, tmp_path):
             Trainer(forced).train()
 
 
+def test_cpu_adamw_is_the_fused_kernel_and_takes_the_loops_steps(tiny_model, packed_text, tmp_path):
+    """On CPU torch's AdamW defaults to a Python loop over the tensors (0.7 s of a ~9 s demo
+    step); the trainer takes the fused kernel, which must move the weights the same way."""
+    from llamaforge_trainer.booster import build_optimizer
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA takes HybridAdam")
+    cfg = _config(tmp_path, tiny_model, packed_text, [{"steps": 1, "lr": 1e-2}])
+    g = torch.Generator().manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(300, 17, generator=g)) for _ in range(3)]
+    loop = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    fused = build_optimizer(ours, cfg.stages[0], cfg)
+    assert fused.defaults["fused"]
+    plain = torch.optim.AdamW(loop, lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1, foreach=False)
+    for _ in range(4):
+        grads = [torch.randn(p.shape, generator=g) for p in ours]
+        for params, opt in ((ours, fused), (loop, plain)):
+            for p, grad in zip(params, grads, strict=True):
+                p.grad = grad.clone()
+            opt.step()
+    for a, b in zip(ours, loop, strict=True):
+        assert torch.allclose(a, b, atol=1e-6) and not torch.equal(a, torch.zeros_like(a))
+
+
+def test_cpu_allocator_setting(tiny_model, packed_text, tmp_path):
+    """``reuse`` (the default) applies where the C library is glibc; ``system`` is accepted;
+    anything else is refused by name."""
+    import platform
+
+    from llamaforge_trainer.allocator import keep_freed_memory
+
+    assert keep_freed_memory() == (
+        platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    )
+    stage = [{"steps": 1}]
+    assert _config(tmp_path, tiny_model, packed_text, stage).cpu_allocator == "reuse"
+    assert _config(tmp_path, tiny_model, packed_text, stage, cpu_allocator="system")
+    with pytest.raises(TrainError, match="cpu_allocator: Input should be .reuse. or .system."):
+        _config(tmp_path, tiny_model, packed_text, stage, cpu_allocator="jemalloc")
+
+
 def test_a_kernel_build_failure_is_told_in_one_line():
     """What the log (auto) or the refusal (hybrid_adam) says when ColossalAI cannot build
     HybridAdam's kernels: the compiler's error, not its whole log."""

@@ -255,8 +255,10 @@ def build_optimizer(params, stage: StageConfig, config: TrainConfig):
             "optimizer 'hybrid_adam' needs CUDA (ColossalAI builds its kernels with nvcc); "
             "use 'auto', which takes torch's AdamW here"
         )
-    # fused: one kernel per step on CUDA; offloaded states live on the CPU
-    return torch.optim.AdamW(params, fused=cuda and not config.cpu_offload, **kw)
+    # fused: one kernel per step, on CUDA and on CPU (where torch's default is a Python loop
+    # over the tensors: 0.7 s against 0.12 s a step for SmolLM2-135M + 16,000 rows on 2 cores);
+    # offloaded states (cpu_offload with CUDA) keep the default
+    return torch.optim.AdamW(params, fused=not (cuda and config.cpu_offload), **kw)
 
 
 def _build_failure(exc: BaseException) -> str:

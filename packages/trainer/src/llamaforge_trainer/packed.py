@@ -177,18 +177,20 @@ def _chunk_loss(
     vocabulary."""
     rows = weight.shape[0]
     out = F.linear(h, weight)
+    # one chunk × vocabulary buffer (fp32), reused in place: logits, then softmax, then its
+    # gradient (each fresh buffer of that size is a round of page faults on CPU)
     logits = out.float()
     if padding:
         logits[:, rows - padding :] = float("-inf")
     peak = logits.amax(dim=-1)
     if group is not None:
         dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=group)
-    probs = torch.exp(logits - peak[:, None])  # unnormalised softmax over this rank's columns
-    sum_exp = probs.sum(dim=-1)
     local = t - start
     mine = (local >= 0) & (local < rows)
     index = local.clamp(0, rows - 1)
     picked = torch.where(mine, logits.gather(1, index[:, None]).squeeze(1), 0.0)
+    probs = logits.sub_(peak[:, None]).exp_()  # unnormalised softmax over this rank's columns
+    sum_exp = probs.sum(dim=-1)
     if group is not None:
         dist.all_reduce(sum_exp, group=group)
         dist.all_reduce(picked, group=group)
@@ -240,9 +242,14 @@ def _linear_cross_entropy(
                 h, weight, t, start, padding, group, want_hidden or want_weight
             )
             total += loss
-            if want_hidden:
+            # written and accumulated in place where the dtypes allow (no temporaries)
+            if want_hidden and grad_hidden.dtype == grad_logits.dtype:
+                torch.matmul(grad_logits, weight, out=grad_hidden[lo : lo + chunk])
+            elif want_hidden:
                 grad_hidden[lo : lo + chunk] = grad_logits @ weight
-            if want_weight:
+            if want_weight and grad_weight.dtype == grad_logits.dtype:
+                grad_weight.addmm_(grad_logits.T, h)
+            elif want_weight:
                 grad_weight += (grad_logits.T @ h).float()
     if want_hidden and group is not None:  # hidden is replicated: its gradient is the sum
         dist.all_reduce(grad_hidden, group=group)

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from llamaforge_trainer import booster as boosting
+from llamaforge_trainer.allocator import keep_freed_memory
 from llamaforge_trainer.booster import Layout
 from llamaforge_trainer.checkpoint import (
     check_writable,
@@ -105,6 +106,8 @@ class Trainer:
         torch.manual_seed(config.seed + self.dist.rank)
         if config.precision == "fp16" and self.dist.device.type != "cuda":
             raise TrainError("precision 'fp16' needs CUDA; on CPU use 'bf16' or 'fp32'")
+        if self.dist.device.type == "cpu" and config.cpu_allocator == "reuse":
+            log.info("malloc keeps freed memory for reuse: %s", keep_freed_memory())
         attention = choose_attention(config.attention)
         self.sp = config.sp if config.plugin == "3d" else 1
         if self.sp > 1:
