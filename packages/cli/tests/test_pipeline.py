@@ -261,6 +261,8 @@ steps = 2
         (('data = ["mix"]', 'data = ["nope"]'), "dataset 'nope' is not defined under [data]"),
         (('base_model = "base"', ""), "base_model: missing"),
         (("[vocab]", "[eval]\nmetric = 'accuracy'\n[vocab]"), "eval.metric: Input should be"),
+        (("[vocab]", "[eval]\nmax_docs = { fr = 5 }\n[vocab]"), "max_docs: no text labelled 'fr'"),
+        (("[vocab]", "[eval]\nmax_docs = { fr = 0 }\n[vocab]"), "eval.max_docs"),
         (("[vocab]", 'chat_promt = "hi"\n[vocab]'), "did you mean chat_prompt?"),
     ],
 )

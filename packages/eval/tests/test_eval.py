@@ -117,6 +117,28 @@ def test_bits_per_character_matches_a_plain_computation(tiny_eval_model, tmp_pat
         assert b == pytest.approx(_plain_bits_per_char(model, tok, [d]) * len(d), abs=1e-3)
 
 
+def test_max_docs_per_label(tiny_eval_model, tmp_path):
+    """One limit for every label, or label → limit (a label left out keeps all its documents);
+    a limit for a label that has no text is refused before the model loads."""
+    from llamaforge_eval import evaluate_model
+
+    zh, en = tmp_path / "zh.txt", tmp_path / "en.txt"
+    zh.write_text("第一篇。\n第二篇，长一点。\n第三篇\n", encoding="utf-8")
+    en.write_text("one\ntwo words\nthree more words\n", encoding="utf-8")
+    texts = {"zh": [zh], "en": [en]}
+    model, tok = load_model(tiny_eval_model)
+    runner = Runner(model, tok)
+    both = evaluate_text(runner, texts, max_docs=2)
+    assert (both["zh"]["documents"], both["en"]["documents"]) == (2, 2)
+    apart = evaluate_text(runner, texts, max_docs={"zh": 1})
+    assert (apart["zh"]["documents"], apart["en"]["documents"]) == (1, 3)
+    assert apart["zh"]["doc_bits"] == both["zh"]["doc_bits"][:1]
+    with pytest.raises(EvalError, match="max_docs: no text labelled 'fr'"):
+        evaluate_model("no-such-model", texts=texts, max_docs={"fr": 1})
+    with pytest.raises(EvalError, match="max_docs must be ≥ 1, got 0 for 'en'"):
+        evaluate_model("no-such-model", texts=texts, max_docs={"en": 0})
+
+
 def test_windows_cover_every_token_once():
     for n in (0, 1, 2, 5, 16, 17, 100):
         for length in (2, 3, 16):

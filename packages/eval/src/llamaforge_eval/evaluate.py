@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -120,15 +120,24 @@ def read_documents(label: str, paths: list[Path], max_docs: int | None = None) -
     return docs[:max_docs] if max_docs else docs
 
 
+def docs_limit(max_docs: int | Mapping[str, int] | None, label: str) -> int | None:
+    """How many documents of ``label`` to score: ``max_docs`` itself, or its entry for
+    ``label`` when it maps labels to limits (a label it leaves out: all)."""
+    return max_docs.get(label) if isinstance(max_docs, Mapping) else max_docs
+
+
 def evaluate_text(
-    runner: Runner, files: dict[str, list[Path]], max_docs: int | None = None
+    runner: Runner,
+    files: dict[str, list[Path]],
+    max_docs: int | Mapping[str, int] | None = None,
 ) -> dict:
     """Tokens per character and bits per character per labelled group of text files (the
-    first ``max_docs`` documents of each group when given), with each document's characters
-    and bits (``doc_chars``, ``doc_bits``) for paired comparisons."""
+    first ``max_docs`` documents of each group when given — one limit for all, or label →
+    limit), with each document's characters and bits (``doc_chars``, ``doc_bits``) for
+    paired comparisons."""
     out = {}
     for label, paths in files.items():
-        docs = read_documents(label, paths, max_docs)
+        docs = read_documents(label, paths, docs_limit(max_docs, label))
         scored = runner.document_nll(docs)
         nll, count = sum(n for n, _ in scored), sum(c for _, c in scored)
         chars = sum(len(d) for d in docs)
@@ -157,7 +166,7 @@ def evaluate_model(
     subjects: list[str] | None = None,
     batch_size: int | str = 8,
     nproc: int = 1,
-    max_docs: int | None = None,
+    max_docs: int | Mapping[str, int] | None = None,
     backend: str = "transformers",
     vllm_args: dict | None = None,
     device: str = "auto",
@@ -188,8 +197,13 @@ def evaluate_model(
     for name, value, low in (("shots", shots, 0), ("nproc", nproc, 1)):
         if value < low:
             raise EvalError(f"{name} must be ≥ {low}, got {value}")
-    if max_docs is not None and max_docs < 1:
-        raise EvalError(f"max_docs must be ≥ 1, got {max_docs}")
+    limits = max_docs if isinstance(max_docs, Mapping) else {"": max_docs}
+    for label, limit in limits.items():
+        if label and label not in texts:
+            raise EvalError(f"max_docs: no text labelled {label!r} (text: {', '.join(texts)})")
+        if limit is not None and limit < 1:
+            where = f" for {label!r}" if label else ""
+            raise EvalError(f"max_docs must be ≥ 1, got {limit}{where}")
     from llamaforge_eval.device import resolve_device, resolve_dtype
 
     loaded = [

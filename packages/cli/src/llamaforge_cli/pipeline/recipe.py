@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llamaforge_cli.assets.errors import AssetError
 
@@ -79,8 +79,9 @@ class EvalSettings(_Section):
     """Few-shot examples per question (trimmed to fit)."""
     metric: Literal["first-token", "loglik", "agieval-combined"] = "loglik"
     """How a multiple-choice answer is picked."""
-    max_docs: PositiveInt | None = None
-    """Score only the first N held-out documents per label (keeps a CPU demo short)."""
+    max_docs: PositiveInt | dict[str, PositiveInt] | None = None
+    """Score only the first N held-out documents per label (keeps a CPU demo short): one N for
+    every label, or label → N (``{ zh = 200, en = 60 }``; a label left out: all)."""
     device: str = "auto"
     """Where every model of the run is evaluated: auto (the GPU when there is one), cpu,
     cuda or cuda:N — one device for all, so they compare."""
@@ -102,6 +103,17 @@ class EvalSettings(_Section):
     """Rounds of the timing: each round times every model once, in turn, and each model keeps
     its fastest, so a busy minute on a shared machine slows one round of every model rather
     than one model."""
+
+    @model_validator(mode="after")
+    def _max_docs_labels(self) -> EvalSettings:
+        if isinstance(self.max_docs, dict):
+            unknown = [label for label in self.max_docs if label not in self.text]
+            if unknown:
+                raise ValueError(
+                    f"max_docs: no text labelled {', '.join(map(repr, unknown))} "
+                    f"(text: {', '.join(self.text) or 'none'})"
+                )
+        return self
 
     def target_label(self) -> str | None:
         """The target language's label, or None without held-out text."""
