@@ -7,11 +7,11 @@ chunk × vocabulary logits (1024 × 65k fp32 = 268 MB), the parameter gradients 
 ``mmap`` and returns it on ``free``, so each step faults all of that memory in again, page by
 page, and the kernel zeroes it. ``M_MMAP_MAX = 0`` serves large blocks from the heap instead,
 and a high ``M_TRIM_THRESHOLD`` keeps the freed top of the heap, so the next step reuses it.
-On the demo's first 8 training steps (SmolLM2-135M + 16,000 untied rows, 4 × 256 tokens, fp32, a
-2-core AMD EPYC) three runs each gave 114, 118, 147 tokens/s with ``system`` and 149, 146, 157
-with ``reuse``, and a third less system time (``tools/bench/train.py --cpu-step`` times both in
-alternating processes). The cost: the
-process keeps its peak memory until it exits.
+On the demo's first 8 training steps (SmolLM2-135M + 16,000 untied rows, 4 × 256 tokens,
+fp32, a 2-core AMD EPYC) three runs each gave 114, 118, 147 tokens/s with ``system`` and 149,
+146, 157 with ``reuse``, and a third less system time (``tools/bench/train.py --cpu-step``
+times both in alternating processes). The cost: the process keeps its peak memory until it
+exits.
 
 This is a setting of the whole process (as ``torch.set_num_threads`` is), made once by the
 trainer when it trains on CPU and ``cpu_allocator = "reuse"``; elsewhere (not glibc: macOS,
