@@ -275,8 +275,6 @@ def _demo_model(work: Path, rows: int = 8000, untie: bool = False) -> Path:
 
 def bench_precision(steps: int, bf16: bool, bf16_limit: float) -> None:
     """(d): fp32 against precision auto (and forced bf16) on the demo's configuration."""
-    import multiprocessing as mp
-
     from llamaforge_trainer.metrics import cpu_flags, resolve_precision
 
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
@@ -292,17 +290,12 @@ def bench_precision(steps: int, bf16: bool, bf16_limit: float) -> None:
                 speeds["auto"] = speeds["fp32"]
                 print("  auto: the same run as fp32 on this CPU (no bf16 units)")
                 continue
-            queue = mp.get_context("spawn").Queue()
-            proc = mp.get_context("spawn").Process(
-                target=_tokens_per_s, args=(model, Path(tmp) / precision, precision, n, queue)
-            )
-            proc.start()
-            proc.join(bf16_limit if precision == "bf16" else None)
-            if proc.is_alive():
-                proc.kill()
+            limit = bf16_limit if precision == "bf16" else None
+            speed = _run_apart(model, Path(tmp) / precision, precision, n, limit=limit)
+            if speed is None:
                 print(f"  {precision}: {n} steps not done after {bf16_limit:.0f} s — stopped")
                 continue
-            speeds[precision] = queue.get()
+            speeds[precision] = speed
             print(f"  {precision}: {speeds[precision]:,.1f} tokens/s")
         for precision in ("auto", "bf16"):
             if precision in speeds:
@@ -316,8 +309,6 @@ def bench_cpu_step(steps: int, rounds: int) -> None:
     model's own parameters, interleaved in this process. The allocator: ``cpu_allocator``
     ``system`` against ``reuse`` through the real Trainer, each in its own process (the
     setting is the process's), in alternating rounds, each keeping its fastest."""
-    import multiprocessing as mp
-
     from transformers import AutoModelForCausalLM
 
     print(f"[cpu step] {cpu_name()}, {torch.get_num_threads()} threads, fp32")
@@ -346,17 +337,36 @@ def bench_cpu_step(steps: int, rounds: int) -> None:
         speeds: dict[str, float] = {}
         for r in range(rounds):
             for allocator in ("system", "reuse") if r % 2 == 0 else ("reuse", "system"):
-                queue = mp.get_context("spawn").Queue()
                 out = Path(tmp) / f"{allocator}-{r}"
-                proc = mp.get_context("spawn").Process(
-                    target=_tokens_per_s, args=(model, out, "fp32", steps, queue, allocator)
-                )
-                proc.start()
-                proc.join()
-                speed = queue.get()
+                speed = _run_apart(model, out, "fp32", steps, allocator=allocator)
                 speeds[allocator] = max(speeds.get(allocator, 0.0), speed)
                 print(f"  round {r + 1}, cpu_allocator {allocator}: {speed:,.1f} tokens/s")
         print(f"  reuse / system (fastest of {rounds}): {speeds['reuse'] / speeds['system']:.2f}×")
+
+
+def _run_apart(
+    model: Path,
+    out: Path,
+    precision: str,
+    steps: int,
+    allocator: str = "reuse",
+    limit: float | None = None,
+) -> float | None:
+    """Tokens/s of :func:`_tokens_per_s` run in a fresh (spawned) process, or None when it
+    has not finished after ``limit`` seconds (then it is killed)."""
+    import multiprocessing as mp
+
+    spawn = mp.get_context("spawn")
+    queue = spawn.Queue()
+    proc = spawn.Process(
+        target=_tokens_per_s, args=(model, out, precision, steps, queue, allocator)
+    )
+    proc.start()
+    proc.join(limit)
+    if proc.is_alive():
+        proc.kill()
+        return None
+    return queue.get()
 
 
 def _tokens_per_s(

@@ -366,19 +366,27 @@ def test_cpu_adamw_is_the_fused_kernel_and_takes_the_loops_steps(tiny_model, pac
         assert torch.allclose(a, b, atol=1e-6) and not torch.equal(a, torch.zeros_like(a))
 
 
-def test_cpu_allocator_setting(tiny_model, packed_text, tmp_path):
-    """``reuse`` (the default) applies where the C library is glibc; ``system`` is accepted;
-    anything else is refused by name."""
+def test_cpu_allocator_setting(tiny_model, packed_text, tmp_path, caplog):
+    """``reuse`` (the default) applies where the C library is glibc, and a CPU trainer applies
+    it; ``system`` leaves malloc alone; anything else is refused by name."""
+    import logging
     import platform
 
     from llamaforge_trainer.allocator import keep_freed_memory
 
-    assert keep_freed_memory() == (
-        platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
-    )
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() == glibc
     stage = [{"steps": 1}]
-    assert _config(tmp_path, tiny_model, packed_text, stage).cpu_allocator == "reuse"
-    assert _config(tmp_path, tiny_model, packed_text, stage, cpu_allocator="system")
+    said = f"malloc keeps freed memory for reuse: {glibc}"
+    with caplog.at_level(logging.INFO, logger="llamaforge_trainer.trainer"):
+        cfg = _config(tmp_path / "reuse", tiny_model, packed_text, stage)
+        assert cfg.cpu_allocator == "reuse"
+        Trainer(cfg)
+        assert (said in caplog.text) == (not torch.cuda.is_available())
+        caplog.clear()
+        system = _config(tmp_path / "sys", tiny_model, packed_text, stage, cpu_allocator="system")
+        Trainer(system)
+        assert "malloc keeps freed memory" not in caplog.text
     with pytest.raises(TrainError, match="cpu_allocator: Input should be .reuse. or .system."):
         _config(tmp_path, tiny_model, packed_text, stage, cpu_allocator="jemalloc")
 

@@ -197,13 +197,14 @@ def evaluate_model(
     for name, value, low in (("shots", shots, 0), ("nproc", nproc, 1)):
         if value < low:
             raise EvalError(f"{name} must be ≥ {low}, got {value}")
-    limits = max_docs if isinstance(max_docs, Mapping) else {"": max_docs}
-    for label, limit in limits.items():
-        if label and label not in texts:
-            raise EvalError(f"max_docs: no text labelled {label!r} (text: {', '.join(texts)})")
-        if limit is not None and limit < 1:
-            where = f" for {label!r}" if label else ""
-            raise EvalError(f"max_docs must be ≥ 1, got {limit}{where}")
+    if isinstance(max_docs, Mapping):
+        for label, limit in max_docs.items():
+            if label not in texts:
+                raise EvalError(f"max_docs: no text labelled {label!r} (text: {', '.join(texts)})")
+            if limit < 1:
+                raise EvalError(f"max_docs must be ≥ 1, got {limit} for {label!r}")
+    elif max_docs is not None and max_docs < 1:
+        raise EvalError(f"max_docs must be ≥ 1, got {max_docs}")
     from llamaforge_eval.device import resolve_device, resolve_dtype
 
     loaded = [

@@ -172,8 +172,8 @@ class TrainConfig(_Settings):
     """Recompute activations in backward to save memory."""
     cpu_allocator: CpuAllocator = "reuse"
     """Training on CPU: ``reuse`` tells glibc's malloc to keep freed memory for the next step
-    instead of faulting it in again (+10 % tokens/s on a 2-core EPYC; the process keeps its peak
-    memory until it exits — see :mod:`llamaforge_trainer.allocator`), ``system`` leaves malloc
+    instead of faulting it in again (1.05–1.25× tokens/s on a 2-core EPYC; the process keeps its
+    peak memory until it exits — see :mod:`llamaforge_trainer.allocator`), ``system`` leaves malloc
     as it is. No effect on GPU runs."""
     save_interval: PositiveInt = 100
     """Save a checkpoint every this many steps of a stage, and at the end of each stage."""
