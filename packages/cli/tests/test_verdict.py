@@ -37,6 +37,7 @@ trainable = "embeddings"
 steps = 10
 micro_batch_size = 4
 lr = 1e-2
+new_input_lr = 5e-2
 [[train.stages]]
 name = "full"
 data = ["mix"]
@@ -97,7 +98,8 @@ def test_control_gets_equal_training_flops(tmp_path, like):
     assert stage["micro_batch_size"] == template["micro_batch_size"]
     assert stage["lr"] == (5e-4 if like else template["lr"])
     assert stage["data"] == ["zh", "mix"] and stage["trainable"] == "all"
-    assert "share_spelling" not in stage  # the control has no new rows to share with
+    for key in ("share_spelling", "new_input_lr"):
+        assert key not in stage  # the control has no new rows
     assert plan.control_tokens == stage["steps"] * per_step
     # equal FLOPs (6 · N · tokens) within half a control step
     half_step = 0.5 * 6 * n_base * per_step

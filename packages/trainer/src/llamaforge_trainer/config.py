@@ -88,6 +88,15 @@ class StageConfig(_Settings):
     config.json, which ``llamaforge vocab init-model`` writes — with no weight decay, so every
     old row, and with it the model on its old languages, stays exactly as it was; ddp only) or
     ``lora``."""
+    new_input_lr: Annotated[float, Field(gt=0)] | None = None
+    """Peak learning rate of the rows a vocabulary expansion added to the input embeddings
+    (from ``expanded_from_vocab_size`` in the model's config.json), following the stage's
+    schedule; default: the embeddings' rate. A new row appears in few rows of text, so at the
+    body's rate it hardly leaves its initialisation (:mod:`llamaforge_trainer.rowrate`); ddp
+    only."""
+    new_output_lr: Annotated[float, Field(gt=0)] | None = None
+    """The same for the new rows of the output embeddings (a tied model has one matrix and
+    takes one rate)."""
     share_spelling: ShareSpelling = "none"
     """After a vocabulary expansion: the new rows of the input embeddings (``input``), the
     output embeddings (``output``) or both learn as the mean of the old rows that spell their
@@ -258,6 +267,15 @@ class TrainConfig(_Settings):
             problems.append("stages: embedding_lr runs with plugin ddp only")
         if self.plugin != "ddp" and any(s.share_spelling != "none" for s in self.stages):
             problems.append("stages: share_spelling runs with plugin ddp only")
+        for i, s in enumerate(self.stages):
+            own = [k for k in ("new_input_lr", "new_output_lr") if getattr(s, k) is not None]
+            if own and self.plugin != "ddp":
+                problems.append(f"stages.{i}: {' and '.join(own)} run with plugin ddp only")
+            if own and s.share_spelling != "none":
+                problems.append(
+                    f"stages.{i}: {' and '.join(own)} and share_spelling both move the new rows "
+                    "after each step; choose one"
+                )
         if self.optimizer == "adamw" and self.plugin in ("gemini", "gemini_auto"):
             problems.append("optimizer: Gemini runs with ColossalAI's HybridAdam only; use 'auto'")
         return problems

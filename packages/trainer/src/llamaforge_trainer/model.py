@@ -112,16 +112,20 @@ def set_trainable(causal_lm: nn.Module, mode: str) -> int:
     return sum(p.numel() for p in causal_lm.parameters() if p.requires_grad)
 
 
-def first_new_row(causal_lm: nn.Module) -> int:
+def first_new_row(
+    causal_lm: nn.Module,
+    needs: str = "trainable = 'new-embeddings'",
+    instead: str = "use trainable = 'embeddings'",
+) -> int:
     """Where the rows of a vocabulary expansion start: ``expanded_from_vocab_size`` in the
-    model's config (written by ``llamaforge vocab init-model``)."""
+    model's config (written by ``llamaforge vocab init-model``); ``needs`` names the setting
+    that asks, ``instead`` what to do with a model that has no such rows."""
     first = getattr(causal_lm.config, "expanded_from_vocab_size", None)
     rows = causal_lm.get_input_embeddings().weight.shape[0]
     if not isinstance(first, int) or not 0 < first < rows:
         raise TrainError(
-            "trainable = 'new-embeddings' needs a model made by `llamaforge vocab init-model` "
-            f"(its config.json names expanded_from_vocab_size below the {rows} rows; found "
-            f"{first!r}); use trainable = 'embeddings'"
+            f"{needs} needs a model made by `llamaforge vocab init-model` (its config.json "
+            f"names expanded_from_vocab_size below the {rows} rows; found {first!r}); {instead}"
         )
     return first
 

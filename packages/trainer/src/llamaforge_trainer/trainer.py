@@ -57,6 +57,7 @@ from llamaforge_trainer.model import (
     train_new_rows_only,
 )
 from llamaforge_trainer.packed import PackedCausalLM, choose_attention
+from llamaforge_trainer.rowrate import new_row_rates
 from llamaforge_trainer.sharding import check_model_fits
 from llamaforge_trainer.spelling import share_spelling
 
@@ -72,6 +73,9 @@ class TrainResult:
     peak_source: str = ""
     optimizer: str = ""
     """The optimizer class the last stage ran (HybridAdam, or torch's AdamW as fallback)."""
+
+
+_OWN_RATES = "new_input_lr / new_output_lr"
 
 
 @dataclass(kw_only=True)
@@ -293,6 +297,9 @@ class Trainer:
         n_trainable = set_trainable(self.causal_lm, stage.trainable)
         if stage.trainable == "new-embeddings":
             first_new_row(self.causal_lm)  # a model without the mark fails before any work
+        own_rates = stage.new_input_lr is not None or stage.new_output_lr is not None
+        if own_rates:
+            first_new = first_new_row(self.causal_lm, _OWN_RATES, "leave them out")
         if config.benchmark:
             length = config.max_length or 512
             vocab = self.causal_lm.get_input_embeddings().weight.shape[0]
@@ -318,6 +325,14 @@ class Trainer:
             run.hooks = train_new_rows_only(self.causal_lm)
         if stage.share_spelling != "none":
             run.shares = share_spelling(self.causal_lm, config.model, stage.share_spelling)
+        if own_rates:
+            run.shares = new_row_rates(
+                self.causal_lm,
+                first_new,
+                stage.embedding_lr or stage.lr,
+                stage.new_input_lr,
+                stage.new_output_lr,
+            )
         if resume is not None:
             saved = load_checkpoint(Path(resume["path"]), booster, model, optimizer, scheduler)
             run.sampler.load_state_dict(saved["sampler"][self.dist.rank])

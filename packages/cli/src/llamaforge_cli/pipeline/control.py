@@ -75,7 +75,8 @@ def control_train(
     n_expanded = matmul_parameters_of(expanded_model)
     n_control = matmul_parameters_of(base_model)
     expanded_tokens = sum(_stage_tokens(recipe, st) for st in stages)
-    own = ("name", "data", "steps", "trainable", "share_spelling")  # not the control's
+    # what belongs to the expanded arm: its new rows (the control has none), its stages
+    own = ("name", "data", "steps", "trainable", "share_spelling", "new_input_lr", "new_output_lr")
     stage = {k: v for k, v in like.items() if k not in own}
     stage.update(name="control", data=control_datasets(recipe), trainable="all")
     if settings.lr is not None:
