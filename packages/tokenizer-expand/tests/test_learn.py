@@ -105,3 +105,20 @@ def test_bad_config_and_input(asset, tmp_path):
         learn_pieces(asset("llama2-tokenizer"), [empty], LearnConfig(num_pieces=10))
     with pytest.raises(TokenizerExpandError, match="no such tokenizer dir"):
         learn_pieces(tmp_path / "nope", [empty], LearnConfig(num_pieces=10))
+
+
+def test_fewer_pieces_than_asked_says_why(asset, tmp_path):
+    corpus = tmp_path / "zh.txt"
+    text = "人民日报记者报道。\n  北京的记者，北京的人民。\n\n上海\t报道\n"
+    corpus.write_text(text, encoding="utf-8")
+    tok = asset("llama2-tokenizer")
+    few = learn_pieces(tok, [corpus], LearnConfig(num_pieces=2))
+    assert len(few.candidates) == 2
+    assert few.summary() == "learned 2 pieces"
+    many = learn_pieces(tok, [corpus], LearnConfig(num_pieces=10_000, min_saving=2))
+    assert 2 < len(many.candidates) < 10_000
+    assert min(c.saving for c in many.candidates) >= 2
+    assert many.summary() == (
+        f"learned {len(many.candidates):,} pieces (10,000 asked: no further piece saves ≥ 2 "
+        "tokens on this corpus)"
+    )

@@ -87,7 +87,7 @@ def learn(
             tokenizer_dir, corpus, config, progress=lambda n: progress.update(task, completed=n)
         )
     write_pieces(out, [c.to_dict() for c in result.candidates])
-    table = Table(title=f"learned {len(result.candidates)} pieces → {out}")
+    table = Table(title=f"{result.summary()} → {out}")
     for col in ("characters", "tokens before", "tokens after", "saved"):
         table.add_column(col, justify="right")
     saved = 1 - result.tokens_after / max(result.tokens_before, 1)

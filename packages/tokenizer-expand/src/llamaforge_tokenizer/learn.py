@@ -76,10 +76,26 @@ class Candidate:
 
 @dataclass(kw_only=True)
 class LearnResult:
+    """What :func:`learn_pieces` found: the pieces in order, and the corpus's token counts."""
+
     candidates: list[Candidate]
     tokens_before: int
     tokens_after: int
     characters: int
+    asked: int = 0
+    """``num_pieces`` of the config (0: unknown)."""
+    min_saving: int = 2
+    """``min_saving`` of the config: the learner stops below it."""
+
+    def summary(self) -> str:
+        """One line: how many pieces were learned, and why fewer than asked where that is so."""
+        line = f"learned {len(self.candidates):,} pieces"
+        if 0 < len(self.candidates) < self.asked:
+            line += (
+                f" ({self.asked:,} asked: no further piece saves ≥ {self.min_saving} tokens"
+                " on this corpus)"
+            )
+        return line
 
 
 def read_corpus(files: Iterable[Path], max_chars: int | None = None) -> list[str]:
@@ -171,6 +187,8 @@ def learn_pieces(
         tokens_before=before,
         tokens_after=engine.total_tokens(),
         characters=sum(len(line) for line in lines),
+        asked=config.num_pieces,
+        min_saving=config.min_saving,
     )
 
 

@@ -136,7 +136,7 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
                 progress=lambda n: status.update(f"learning pieces: {n:,} / {v.num_pieces:,}"),
             )
         write_pieces(folder / at.pieces.name, [c.to_dict() for c in result.candidates])
-        console.print(f"learned {len(result.candidates):,} pieces")
+        console.print(result.summary())
 
     def expand(folder: Path) -> None:
         from llamaforge_tokenizer import expand_tokenizer
