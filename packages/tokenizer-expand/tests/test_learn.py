@@ -122,3 +122,7 @@ def test_fewer_pieces_than_asked_says_why(asset, tmp_path):
         f"learned {len(many.candidates):,} pieces (10,000 asked: no further piece saves ≥ 2 "
         "tokens on this corpus)"
     )
+    none = learn_pieces(tok, [corpus], LearnConfig(num_pieces=5, min_saving=1000))
+    assert none.summary() == (
+        "learned 0 pieces (5 asked: no piece saves ≥ 1000 tokens on this corpus)"
+    )

@@ -90,9 +90,10 @@ class LearnResult:
     def summary(self) -> str:
         """One line: how many pieces were learned, and why fewer than asked where that is so."""
         line = f"learned {len(self.candidates):,} pieces"
-        if 0 < len(self.candidates) < self.asked:
+        if len(self.candidates) < self.asked:
+            further = "further " if self.candidates else ""
             line += (
-                f" ({self.asked:,} asked: no further piece saves ≥ {self.min_saving} tokens"
+                f" ({self.asked:,} asked: no {further}piece saves ≥ {self.min_saving} tokens"
                 " on this corpus)"
             )
         return line
