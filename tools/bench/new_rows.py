@@ -81,15 +81,18 @@ def main() -> None:
         f"{'rows':>6}{'tokens':>10}{'new pieces seen':>17}{'seen once':>11}"
         f"{'held-out new: unseen':>22}{'seen ≤ 2×':>11}"
     )
-    for rows in sorted(args.rows):
+    budgets = sorted(set(args.rows))
+    seen = Counter()
+    tokens = 0
+    read = 0  # rows counted so far: each budget extends the previous one's counts
+    for rows in budgets:
         if rows > len(data):
             print(f"{rows:>6}  more than the dataset's {len(data):,} rows (an epoch repeats)")
             continue
-        seen = Counter()
-        tokens = 0
-        for ids in data.select(range(rows))["input_ids"]:
+        for ids in data.select(range(read, rows))["input_ids"]:
             tokens += len(ids)
             seen.update(i for i in ids if i >= first_new)
+        read = rows
         once = sum(1 for n in seen.values() if n == 1)
         unseen = sum(n for i, n in held.items() if seen[i] == 0)
         rare = sum(n for i, n in held.items() if seen[i] <= 2)

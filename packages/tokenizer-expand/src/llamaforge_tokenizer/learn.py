@@ -82,9 +82,9 @@ class LearnResult:
     tokens_before: int
     tokens_after: int
     characters: int
-    asked: int = 0
-    """``num_pieces`` of the config (0: unknown)."""
-    min_saving: int = 2
+    asked: int
+    """``num_pieces`` of the config."""
+    min_saving: int
     """``min_saving`` of the config: the learner stops below it."""
 
     def summary(self) -> str:
