@@ -135,9 +135,12 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
     assert [r.action for r in again] == ["skip"] + ["rerun (changed)"] * 8
     plan_before = json.loads(compute.read_text())
     assert plan_before["expanded_parameters"] < plan_first["expanded_parameters"]
-    # a new initialisation (same vocabulary): the control arm is skipped — it reads the base
-    # model, its own packed data (the same bytes again) and the expanded model's size only
-    changed = load_recipe(_recipe(tmp_path, asset, tiny_llama, pieces=40, init="noisy-mean"))
+    # a new initialisation (same vocabulary), set from the command line: the control arm is
+    # skipped — it reads the base model, its own packed data (the same bytes again) and the
+    # expanded model's size only
+    changed = load_recipe(
+        _recipe(tmp_path, asset, tiny_llama, pieces=40), ["vocab.init=noisy-mean"]
+    )
     assert [(r.stage, r.action) for r in run(changed)] == [
         *((s, "skip") for s in STAGES[:3]),
         ("init-model", "rerun (changed)"),
@@ -147,6 +150,8 @@ def test_runs_then_skips_then_reruns_what_changed(asset, tiny_llama, tmp_path):
         ("eval", "rerun (changed)"),
         ("report", "rerun (changed)"),
     ]
+    report = (tmp_path / "out" / "report" / "report.md").read_text(encoding="utf-8")
+    assert "recipe.toml`, with `vocab.init=noisy-mean`" in report
     plan_after = json.loads((tmp_path / "out" / "train-control" / "compute.json").read_text())
     assert plan_after == plan_before
     partial = run(changed, start="eval")
@@ -284,6 +289,55 @@ def test_train_stage_hands_the_trainer_its_typed_config(tmp_path):
     assert config.stages[0].data == [str(tmp_path / "packed" / "mix")]
     assert (config.model, config.output_dir) == (str(tmp_path / "m"), str(tmp_path / "run"))
     assert config.stages[0].betas == (0.8, 0.9) and config.seed == 42
+
+
+def test_set_overrides_the_recipe_as_if_written_in_it(tmp_path, monkeypatch):
+    path = tmp_path / "recipes" / "recipe.toml"
+    path.parent.mkdir()
+    path.write_text(GOOD + '[[train.stages]]\nname = "last"\ndata = ["mix"]\nsteps = 1\n')
+    monkeypatch.chdir(tmp_path)
+    sets = [
+        "train.stages.full.steps=80",  # a stage by its name ...
+        "train.stages.1.lr=3e-4",  # ... or its index
+        "vocab.num_pieces = 16000",
+        "vocab.init=freq-out",  # not a TOML value: a string
+        "data.mix.sources=['zh=zh.txt', 'en=en.txt']",
+        "eval.text={ zh = ['held.txt'] }",
+        "eval.max_docs={ zh = 200 }",
+    ]
+    recipe = load_recipe(path, sets, out="runs/x2")
+    assert recipe.out == tmp_path / "runs" / "x2"  # --out: relative to the cwd
+    assert [st["steps"] for st in recipe.train["stages"]] == [80, 1]
+    assert recipe.train["stages"][1]["lr"] == 3e-4 and "lr" not in recipe.train["stages"][0]
+    assert (recipe.vocab.num_pieces, recipe.vocab.init) == (16000, "freq-out")
+    assert recipe.data["mix"].sources == ["zh=zh.txt", "en=en.txt"]
+    assert recipe.eval.max_docs == {"zh": 200} and recipe.overrides == sets
+    assert load_recipe(path).out == path.parent / "out"  # the file itself is unchanged
+    assert load_recipe(path, ["out=elsewhere"]).out == path.parent / "elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("item", "error"),
+    [
+        ("steps", "--set steps: expected KEY=VALUE"),
+        ("=3", "expected KEY=VALUE"),
+        ("train.stages.fulll.steps=8", "train.stages has no entry 'fulll' (0–0 or full)"),
+        ("train.stages.3.steps=8", "train.stages has no entry '3'"),
+        ("data.mix.sources.0.x=8", "data.mix.sources.0 is a value, not a table"),
+        ("vocab.corpus.x=8", "vocab.corpus has no entry 'x' (0–0)"),
+        ("vocab.num_pices=8", "vocab.num_pices: unknown key (did you mean num_pieces?)"),
+        ("train.stages.full.steps=2.5", "train.stages.0.steps: Input should be a valid integer"),
+        ("train.stages.full.steps=many", "train.stages.0.steps: Input should be a valid integer"),
+        ("eval.metric=accuracy", "eval.metric: Input should be"),
+    ],
+)
+def test_bad_set_is_named_before_anything_runs(tmp_path, item, error):
+    path = tmp_path / "recipe.toml"
+    path.write_text(GOOD)
+    with pytest.raises(PipelineError) as err:
+        load_recipe(path, [item])
+    assert error in str(err.value)
+    assert not (tmp_path / "out").exists()
 
 
 def _minimal_inputs(tmp_path: Path) -> None:

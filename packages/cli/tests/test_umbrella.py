@@ -111,3 +111,7 @@ def test_errors_go_to_stderr_as_plain_text(tmp_path, capsys, monkeypatch, asset)
     )
     assert main(["pipeline", "run", str(recipe), "--dry-run"]) == 2
     assert "is not defined under [data]" in capsys.readouterr().err
+    fixed = ["--set", "train.stages.s.data=['mix']", "--set", "data.mix.max_length=0"]
+    assert main(["pipeline", "run", str(recipe), "--dry-run", *fixed]) == 2
+    err = capsys.readouterr().err  # the first --set fixed the stage; the second is named
+    assert "data.mix.max_length: Input should be greater" in err and "[data]" not in err

@@ -22,6 +22,19 @@ def run(
     recipe: Annotated[Path, typer.Argument(help="Pipeline recipe (.toml).")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
     start: Annotated[str | None, typer.Option("--from", help="Rerun from this stage on.")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a recipe setting, as if written in the file (repeatable): "
+            "train.stages.full.steps=80, vocab.num_pieces=16000, 'eval.max_docs={ zh = 200 }'.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the run here instead of the recipe's out (relative to cwd)."),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option(help="Show third-party hints that are filtered by default.")
     ] = False,
@@ -34,7 +47,7 @@ def run(
 
     quiet_known_messages(verbose)
     console = console_of(ctx)
-    loaded = load_recipe(recipe)
+    loaded = load_recipe(recipe, overrides or (), out)
     rows = (
         plan(loaded, start)
         if dry_run
@@ -45,7 +58,8 @@ def run(
             console=console,
         )
     )
-    table = Table(title=("plan" if dry_run else "pipeline") + f" — {recipe}")
+    title = ("plan" if dry_run else "pipeline") + f" — {recipe}"
+    table = Table(title=title + "".join(f" {item}" for item in loaded.overrides))
     for col in ("stage", "action", "why / time"):
         table.add_column(col)
     for row in rows:

@@ -301,7 +301,9 @@ def write_report(recipe: Recipe, folder: Path) -> Path:
     plan = _load(recipe.out / "train-control" / "compute.json") or None
     target = recipe.eval.target_label()
     keep = [label for label in recipe.eval.text if label != target]
-    lines = ["# llamaforge pipeline report", "", f"Recipe: `{recipe.path}`", ""]
+    changed = "".join(f" `{item}`" for item in recipe.overrides)
+    recipe_line = f"Recipe: `{recipe.path}`" + (f", with{changed}" if changed else "")
+    lines = ["# llamaforge pipeline report", "", recipe_line, ""]
     if results["base"].get("device"):
         where = f"{results['base']['device']} in {results['base']['dtype']}"
         lines += [f"Every model evaluated on the same device: {where}.", ""]

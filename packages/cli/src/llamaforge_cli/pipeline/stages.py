@@ -423,7 +423,7 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
                 at.control_run / "metrics.jsonl",
                 at.packed / "characters.json",
             ],
-            lambda: {"chat_prompt": recipe.chat_prompt},
+            lambda: {"chat_prompt": recipe.chat_prompt, "overrides": recipe.overrides},
             report,
         ),
     ]
