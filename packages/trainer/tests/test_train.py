@@ -314,6 +314,28 @@ def test_every_recipe_value_is_type_checked(tmp_path, override, error):
     assert str(err.value).startswith(f"{path}: invalid training config:")
 
 
+def test_set_names_stages_and_reads_json_or_toml_values(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'model = "m"\noutput_dir = "o"\n[[stages]]\nname = "a"\ndata = ["d"]\nsteps = 2\n'
+        '[[stages]]\nname = "full"\ndata = ["d"]\nsteps = 2\n'
+    )
+    sets = ["stages.full.steps=80", "stages.0.betas=[0.8, 0.9]", "stages.a.data=['x', 'y']"]
+    cfg = load_config(path, [*sets, "stages.full.trainable = embeddings"])
+    assert [st.steps for st in cfg.stages] == [2, 80] and cfg.stages[0].betas == (0.8, 0.9)
+    assert cfg.stages[0].data == ["x", "y"] and cfg.stages[1].trainable == "embeddings"
+    for bad, error in [
+        ("seed", "--set seed: expected KEY=VALUE"),
+        ("stages..lr=1", "expected KEY=VALUE"),
+        ("stages.b.lr=1", "stages has no entry 'b' (0–1 or a, full)"),
+        ("stages.5.lr=1", "stages has no entry '5'"),
+        ("model.path=x", "model is a value, not a table"),
+    ]:
+        with pytest.raises(TrainError) as err:
+            load_config(path, [bad])
+        assert error in str(err.value), bad
+
+
 def test_config_round_trips_through_json(tmp_path):
     """What --nproc hands torchrun: the validated config as JSON, read back identical."""
     path = tmp_path / "c.toml"

@@ -9,6 +9,7 @@ from llamaforge_trainer.config import (
     LoraConfig,
     StageConfig,
     TrainConfig,
+    apply_override,
     build_config,
     load_config,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "TrainConfig",
     "TrainError",
     "__version__",
+    "apply_override",
     "build_config",
     "load_config",
     "matmul_parameters_of",

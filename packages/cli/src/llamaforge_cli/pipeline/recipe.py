@@ -229,8 +229,10 @@ def load_recipe(
     path, before anything runs.
 
     ``overrides`` are ``KEY=VALUE`` strings applied over the file before validation, as if
-    written in it (see :func:`apply_override`); ``out`` replaces the recipe's ``out`` (relative
-    to the current directory, not to the recipe)."""
+    written in it, read as the trainer reads its own ``--set``
+    (``llamaforge_trainer.apply_override``: a stage by its ``name`` or index; the value JSON
+    or TOML, else a string). ``out`` replaces the recipe's ``out`` (relative to the current
+    directory, not to the recipe)."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: no such recipe")
@@ -239,8 +241,13 @@ def load_recipe(
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path}: {exc}") from None
+    from llamaforge_trainer import TrainError, apply_override
+
     for item in overrides:
-        apply_override(data, item)
+        try:
+            apply_override(data, item)
+        except TrainError as exc:
+            raise PipelineError(str(exc)) from None
     if out is not None:
         data["out"] = Path(out).resolve()
     elif isinstance(data.get("out"), str):
@@ -284,63 +291,12 @@ def load_recipe(
     return recipe
 
 
-def apply_override(data: dict, item: str) -> None:
-    """Set ``KEY=VALUE`` in the recipe's raw ``data``, in place.
-
-    ``KEY`` is a dotted path (``vocab.num_pieces``, ``eval.max_docs``); a list element is named
-    by its index or, for ``train.stages``, by the stage's ``name`` (``train.stages.full.steps``).
-    ``VALUE`` is read as a TOML value (``80``, ``2e-4``, ``true``, ``[1, 2]``, ``{ zh = 200 }``);
-    anything that is not one is taken as a string (``freq-out``). Keys that do not exist yet are
-    created, so validation names an unknown one as it would in the file."""
-    tomllib = _toml()
-
-    key, sep, raw = item.partition("=")
-    parts = key.strip().split(".")
-    if not sep or not all(parts):
-        raise PipelineError(f"--set {item}: expected KEY=VALUE (e.g. train.stages.full.steps=80)")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    node: Any = data
-    for depth, part in enumerate(parts):
-        where = ".".join(parts[:depth]) or "the recipe"
-        last = depth == len(parts) - 1
-        if isinstance(node, list):
-            index = _list_index(node, part)
-            if index is None:
-                names = [str(e.get("name")) for e in node if isinstance(e, dict) and "name" in e]
-                known = f"0–{len(node) - 1}" + (f" or {', '.join(names)}" if names else "")
-                raise PipelineError(f"--set {item}: {where} has no entry {part!r} ({known})")
-            if last:
-                node[index] = value
-            else:
-                node = node[index]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                node = node.setdefault(part, {})
-        else:
-            raise PipelineError(f"--set {item}: {where} is a value, not a table")
-
-
 def _toml():
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
     return tomllib
-
-
-def _list_index(items: list, part: str) -> int | None:
-    """The index ``part`` names in ``items``: a number, or an entry's ``name``."""
-    if part.isdigit():
-        return int(part) if int(part) < len(items) else None
-    for i, entry in enumerate(items):
-        if isinstance(entry, dict) and entry.get("name") == part:
-            return i
-    return None
 
 
 def _describe(error: ValidationError) -> list[str]:
