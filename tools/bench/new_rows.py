@@ -11,6 +11,13 @@ and says which share of their new-piece tokens training never showed, or showed 
         [--text FILE] [--first-doc 1] [--docs 200]
     python tools/bench/new_rows.py out/demo/pack-data/mix out/demo/init-model/model \\
         --rows 160 320 640 --first-doc 361 --docs 200
+    python tools/bench/new_rows.py out/demo/pack-data/mix out/demo/init-model/model \\
+        --rows 160 --first-doc 361 --score out/demo/train/run/export
+
+With ``--score TRAINED`` it also scores the held-out documents (as ``llamaforge eval run``
+does: after the start token, fp32 on CPU) with the untrained expanded model and with TRAINED,
+and splits the bits by how often the first budget's rows showed each target token: what
+training bought on the pieces it saw often, once, or never.
 
 EXPANDED_MODEL_DIR is a model written by `llamaforge vocab init-model` (its `expansion.json`
 says where the new rows start; its tokenizer is the expanded one). With micro-batch 4 and one
@@ -21,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from common import asset_path
@@ -39,6 +46,51 @@ def read_lines(path: Path, first: int, count: int) -> list[str]:
     return docs
 
 
+SHOWN = ((0, "never"), (1, "once"), (4, "2–4×"), (19, "5–19×"), (None, "20× or more"))
+
+
+def shown_label(count: int) -> str:
+    """The row of the ``--score`` table for a token the training rows showed ``count`` times."""
+    return next(label for most, label in SHOWN if most is None or count <= most)
+
+
+def bits_by_shown(
+    model_dir: Path, docs: list[str], seen: Counter, first_new: int
+) -> dict[tuple[str, str], list[float]]:
+    """(new or old, how often shown) → [bits, tokens] of ``model_dir`` on ``docs``."""
+    from llamaforge_eval import load_model
+    from llamaforge_eval.attribution import score_tokens
+
+    model, tok = load_model(model_dir, device="cpu", dtype="float32")
+    totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
+    for scored in score_tokens(model, tok, docs):
+        for token, bits in zip(scored.ids, scored.bits, strict=True):
+            key = ("new" if token >= first_new else "old", shown_label(seen[token]))
+            totals[key][0] += bits
+            totals[key][1] += 1
+    return totals
+
+
+def print_scores(untrained: dict, trained: dict, chars: int, rows: int) -> None:
+    print(
+        f"\nheld-out bits by how often the first {rows} rows showed the target token "
+        "(untrained → trained)"
+    )
+    print(f"{'token':<6}{'shown':<13}{'tokens':>8}{'bits/token':>20}{'bits/char share':>22}")
+    for kind in ("new", "old"):
+        for _, label in SHOWN:
+            if (kind, label) not in trained:
+                continue
+            (b0, n), (b1, _) = untrained[kind, label], trained[kind, label]
+            print(
+                f"{kind:<6}{label:<13}{n:>8,}{b0 / n:>9.2f} → {b1 / n:>7.2f}"
+                f"{b0 / chars:>11.3f} → {b1 / chars:>7.3f}"
+            )
+    total0 = sum(b for b, _ in untrained.values()) / chars
+    total1 = sum(b for b, _ in trained.values()) / chars
+    print(f"{'all':<19}{'':>8}{'':>20}{total0:>11.3f} → {total1:>7.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("packed", help="packed dataset dir (llamaforge data pack)")
@@ -47,6 +99,7 @@ def main() -> None:
     parser.add_argument("--text", default="asset:people-daily/heldout.txt")
     parser.add_argument("--first-doc", type=int, default=1, help="first line of --text read")
     parser.add_argument("--docs", type=int, default=200)
+    parser.add_argument("--score", metavar="TRAINED", help="a model trained from MODEL (above)")
     args = parser.parse_args()
 
     from transformers import AutoTokenizer
@@ -85,21 +138,28 @@ def main() -> None:
     seen = Counter()
     tokens = 0
     read = 0  # rows counted so far: each budget extends the previous one's counts
+    first_seen, first_rows = None, 0
     for rows in budgets:
         if rows > len(data):
             print(f"{rows:>6}  more than the dataset's {len(data):,} rows (an epoch repeats)")
             continue
         for ids in data.select(range(read, rows))["input_ids"]:
             tokens += len(ids)
-            seen.update(i for i in ids if i >= first_new)
+            seen.update(ids)
         read = rows
-        once = sum(1 for n in seen.values() if n == 1)
+        if first_seen is None:
+            first_seen, first_rows = Counter(seen), rows
+        new_seen = [n for i, n in seen.items() if i >= first_new]
+        once = sum(1 for n in new_seen if n == 1)
         unseen = sum(n for i, n in held.items() if seen[i] == 0)
         rare = sum(n for i, n in held.items() if seen[i] <= 2)
         print(
-            f"{rows:>6}{tokens:>10,}{len(seen):>17,}{once:>11,}"
+            f"{rows:>6}{tokens:>10,}{len(new_seen):>17,}{once:>11,}"
             f"{unseen / max(held_new, 1):>22.1%}{rare / max(held_new, 1):>11.1%}"
         )
+    if args.score and first_seen is not None:
+        scores = [bits_by_shown(m, docs, first_seen, first_new) for m in (model, Path(args.score))]
+        print_scores(*scores, chars=sum(len(d) for d in docs), rows=first_rows)
 
 
 if __name__ == "__main__":
