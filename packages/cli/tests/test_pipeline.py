@@ -269,6 +269,7 @@ steps = 2
         (("[vocab]", "[eval]\nmax_docs = { fr = 5 }\n[vocab]"), "max_docs: no text labelled 'fr'"),
         (("[vocab]", "[eval]\nmax_docs = { fr = 0 }\n[vocab]"), "eval.max_docs"),
         (("[vocab]", 'chat_promt = "hi"\n[vocab]'), "did you mean chat_prompt?"),
+        (("[vocab]", 'overrides = ["out=x"]\n[vocab]'), "overrides: set by the pipeline"),
     ],
 )
 def test_bad_recipe_values_are_named_before_anything_runs(tmp_path, edit, error):
@@ -329,6 +330,7 @@ def test_set_overrides_the_recipe_as_if_written_in_it(tmp_path, monkeypatch):
         ("train.stages.full.steps=2.5", "train.stages.0.steps: Input should be a valid integer"),
         ("train.stages.full.steps=many", "train.stages.0.steps: Input should be a valid integer"),
         ("eval.metric=accuracy", "eval.metric: Input should be"),
+        ("path=elsewhere.toml", "path: set by the pipeline"),
     ],
 )
 def test_bad_set_is_named_before_anything_runs(tmp_path, item, error):

@@ -248,6 +248,11 @@ def load_recipe(
             apply_override(data, item)
         except TrainError as exc:
             raise PipelineError(str(exc)) from None
+    for key in ("path", "overrides"):
+        if key in data:
+            raise PipelineError(
+                f"{path}: {key}: set by the pipeline (the recipe file, --set); remove it"
+            )
     if out is not None:
         data["out"] = Path(out).resolve()
     elif isinstance(data.get("out"), str):
@@ -318,7 +323,7 @@ def _known_keys(loc: tuple) -> list[str]:
     """Keys allowed at ``loc``: the recipe's top level or one of its sections."""
     sections = {"vocab": VocabSettings, "eval": EvalSettings, "control": ControlSettings}
     if not loc:
-        return [k for k in Recipe.model_fields if k != "path"]
+        return [k for k in Recipe.model_fields if k not in ("path", "overrides")]
     if loc[0] in sections and len(loc) == 1:
         return list(sections[loc[0]].model_fields)
     if loc[0] == "data" and len(loc) == 2:
