@@ -52,7 +52,11 @@ def train(
     config: Annotated[Path, typer.Argument(help="Training recipe (.toml, .yaml).")],
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a setting: KEY=VALUE, dotted (stages.0.lr=1e-3)."),
+        typer.Option(
+            "--set",
+            help="Override a setting: KEY=VALUE, dotted; a stage by index or name "
+            "(stages.0.lr=1e-3, stages.full.lr=1e-3).",
+        ),
     ] = None,
     nproc: Annotated[int, typer.Option(help="Processes on this machine (launches torchrun).")] = 1,
     verbose: Annotated[

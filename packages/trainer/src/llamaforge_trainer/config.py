@@ -353,7 +353,7 @@ def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
     return []
 
 
-def parse_value(text: str) -> Any:
+def _parse_value(text: str) -> Any:
     """A ``--set`` value: JSON (``80``, ``2e-4``, ``true``, ``[1, 2]``, ``{"zh": 200}``), else a
     TOML value (``{ zh = 200 }``, ``['a', 'b']``), else the text itself as a string."""
     text = text.strip()
@@ -371,9 +371,10 @@ def apply_override(data: dict, assignment: str) -> None:
     """Set ``KEY=VALUE`` in a recipe's raw mapping ``data``, in place, as if written in the file.
 
     ``KEY`` is a dotted path; a list entry is named by its index or by its ``name``
-    (``stages.full.lr`` or ``stages.0.lr``). ``VALUE`` is read by :func:`parse_value`. Keys
-    that do not exist yet are created, so validation names an unknown one as it would in the
-    file; a path through a missing list entry or through a value is a :class:`TrainError`."""
+    (``stages.full.lr`` or ``stages.0.lr``). ``VALUE`` is JSON, else a TOML value, else a
+    string (``trainable=embeddings``). Keys that do not exist yet are created, so validation
+    names an unknown one as it would in the file; a path through a missing list entry or
+    through a value is a :class:`TrainError`."""
     key, sep, raw = assignment.partition("=")
     parts = key.strip().split(".")
     if not sep or not all(parts):
@@ -390,12 +391,12 @@ def apply_override(data: dict, assignment: str) -> None:
                 known += f" or {', '.join(names)}" if names else ""
                 raise TrainError(f"--set {assignment}: {where} has no entry {part!r} ({known})")
             if last:
-                node[index] = parse_value(raw)
+                node[index] = _parse_value(raw)
             else:
                 node = node[index]
         elif isinstance(node, dict):
             if last:
-                node[part] = parse_value(raw)
+                node[part] = _parse_value(raw)
             else:
                 node = node.setdefault(part, {})
         else:
