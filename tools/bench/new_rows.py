@@ -12,12 +12,15 @@ and says which share of their new-piece tokens training never showed, or showed 
     python tools/bench/new_rows.py out/demo/pack-data/mix out/demo/init-model/model \\
         --rows 160 320 640 --first-doc 361 --docs 200
     python tools/bench/new_rows.py out/demo/pack-data/mix out/demo/init-model/model \\
-        --rows 160 --first-doc 361 --score out/demo/train/run/export
+        --rows 160 --first-doc 361 --score out/demo/train/run/export \\
+        --control out/demo/train-control/run/export
 
 With ``--score TRAINED`` it also scores the held-out documents (as ``llamaforge eval run``
 does: after the start token, fp32 on CPU) with the untrained expanded model and with TRAINED,
 and splits the bits by how often the first budget's rows showed each target token: what
-training bought on the pieces it saw often, once, or never.
+training bought on the pieces it saw often, once, or never. ``--control CONTROL`` adds the
+control arm's bits on the same characters (its tokens that end inside each token's span), so
+the table says where the gap between the arms lies.
 
 EXPANDED_MODEL_DIR is a model written by `llamaforge vocab init-model` (its `expansion.json`
 says where the new rows start; its tokenizer is the expanded one). With micro-batch 4 and one
@@ -54,41 +57,64 @@ def shown_label(count: int) -> str:
     return next(label for most, label in SHOWN if most is None or count <= most)
 
 
-def bits_by_shown(
-    model_dir: Path, docs: list[str], seen: Counter, first_new: int
-) -> dict[tuple[str, str], list[float]]:
-    """(new or old, how often shown) → [bits, tokens] of ``model_dir`` on ``docs``."""
+def score(model_dir: Path, docs: list[str]) -> list:
+    """Each document's tokens and the bits ``model_dir`` spends on each, as eval scores them."""
     from llamaforge_eval import load_model
     from llamaforge_eval.attribution import score_tokens
 
     model, tok = load_model(model_dir, device="cpu", dtype="float32")
-    totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
-    for scored in score_tokens(model, tok, docs):
-        for token, bits in zip(scored.ids, scored.bits, strict=True):
-            key = ("new" if token >= first_new else "old", shown_label(seen[token]))
-            totals[key][0] += bits
-            totals[key][1] += 1
+    return score_tokens(model, tok, docs)
+
+
+def same_characters(expanded, other) -> list[float]:
+    """For each of ``expanded``'s tokens, the bits ``other`` (the same document under another
+    tokenizer) spends on the tokens that end inside its characters."""
+    out, k = [], 0
+    for end in expanded.ends:
+        bits = 0.0
+        while k < len(other.ends) and other.ends[k] <= end:
+            bits += other.bits[k]
+            k += 1
+        out.append(bits)
+    return out
+
+
+def by_shown(docs: list, seen: Counter, first_new: int, columns: list[list[list[float]]]) -> dict:
+    """(new or old, how often shown) → [tokens, then one sum per column]; ``columns[c][d][t]``
+    is column c's bits for token t of document d."""
+    totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0] * (1 + len(columns)))
+    for d, doc in enumerate(docs):
+        for t, token in enumerate(doc.ids):
+            row = totals["new" if token >= first_new else "old", shown_label(seen[token])]
+            row[0] += 1
+            for c, column in enumerate(columns, start=1):
+                row[c] += column[d][t]
     return totals
 
 
-def print_scores(untrained: dict, trained: dict, chars: int, rows: int) -> None:
+def print_scores(totals: dict, chars: int, rows: int, control: bool) -> None:
     print(
-        f"\nheld-out bits by how often the first {rows} rows showed the target token "
-        "(untrained → trained)"
+        f"\nheld-out bits by how often the first {rows} rows showed the target token: "
+        "per token and per character of all the text, untrained → trained"
+        + (", and the control on the same characters" if control else "")
     )
-    print(f"{'token':<6}{'shown':<13}{'tokens':>8}{'bits/token':>20}{'bits/char share':>22}")
+    head = f"{'token':<6}{'shown':<13}{'tokens':>8}{'bits/token':>20}{'bits/char':>20}"
+    print(head + (f"{'control':>9}{'trained − control':>19}" if control else ""))
     for kind in ("new", "old"):
         for _, label in SHOWN:
-            if (kind, label) not in trained:
-                continue
-            (b0, n), (b1, _) = untrained[kind, label], trained[kind, label]
-            print(
-                f"{kind:<6}{label:<13}{n:>8,}{b0 / n:>9.2f} → {b1 / n:>7.2f}"
-                f"{b0 / chars:>11.3f} → {b1 / chars:>7.3f}"
-            )
-    total0 = sum(b for b, _ in untrained.values()) / chars
-    total1 = sum(b for b, _ in trained.values()) / chars
-    print(f"{'all':<19}{'':>8}{'':>20}{total0:>11.3f} → {total1:>7.3f}")
+            if (kind, label) in totals:
+                print_row(f"{kind:<6}{label:<13}", totals[kind, label], chars, control)
+    total = [sum(row[c] for row in totals.values()) for c in range(4 if control else 3)]
+    print_row(f"{'all':<19}", total, chars, control)
+
+
+def print_row(name: str, row: list[float], chars: int, control: bool) -> None:
+    n, untrained, trained = row[:3]
+    line = f"{name}{n:>8,}{untrained / n:>9.2f} → {trained / n:>7.2f}"
+    line += f"{untrained / chars:>11.3f} → {trained / chars:>6.3f}"
+    if control:
+        line += f"{row[3] / chars:>9.3f}{(trained - row[3]) / chars:>+19.3f}"
+    print(line)
 
 
 def main() -> None:
@@ -100,6 +126,9 @@ def main() -> None:
     parser.add_argument("--first-doc", type=int, default=1, help="first line of --text read")
     parser.add_argument("--docs", type=int, default=200)
     parser.add_argument("--score", metavar="TRAINED", help="a model trained from MODEL (above)")
+    parser.add_argument(
+        "--control", help="with --score: the control arm's model, scored on the same characters"
+    )
     args = parser.parse_args()
 
     from transformers import AutoTokenizer
@@ -158,8 +187,13 @@ def main() -> None:
             f"{unseen / max(held_new, 1):>22.1%}{rare / max(held_new, 1):>11.1%}"
         )
     if args.score and first_seen is not None:
-        scores = [bits_by_shown(m, docs, first_seen, first_new) for m in (model, Path(args.score))]
-        print_scores(*scores, chars=sum(len(d) for d in docs), rows=first_rows)
+        untrained, trained = score(model, docs), score(Path(args.score), docs)
+        columns = [[d.bits for d in untrained], [d.bits for d in trained]]
+        if args.control:
+            control = score(Path(args.control), docs)
+            columns.append([same_characters(e, c) for e, c in zip(trained, control, strict=True)])
+        totals = by_shown(trained, first_seen, first_new, columns)
+        print_scores(totals, sum(len(d) for d in docs), first_rows, bool(args.control))
 
 
 if __name__ == "__main__":
