@@ -102,6 +102,22 @@ def test_first_token_is_scored_after_the_start_token(models):
     assert new[0].bits[0] == pytest.approx(want, rel=1e-5)
 
 
+def test_a_document_longer_than_the_context_is_scored_as_eval_run_scores_it(models, tmp_path):
+    from llamaforge_eval import Runner, evaluate_text, load_model
+    from llamaforge_eval.attribution import score_tokens
+
+    _, expanded = models
+    model, tok = load_model(expanded, device="cpu", dtype="float32")
+    context = model.config.max_position_embeddings
+    long = "，".join(ZH * 200)  # several windows of the model's context
+    assert len(tok(long, add_special_tokens=False).input_ids) > 2 * context
+    text = tmp_path / "long.txt"
+    text.write_text(f"{long}\n{ZH[1]}\n", encoding="utf-8")
+    want = evaluate_text(Runner(model, tok), {"zh": [text]})["zh"]["doc_bits"]
+    got = [sum(s.bits) for s in score_tokens(model, tok, [long, ZH[1]])]
+    assert got == pytest.approx(want, rel=1e-6)  # windows of the model's context, not 2048
+
+
 def test_cli_table_and_an_unexpanded_model_is_one_line(models, tmp_path):
     base, expanded = models
     text = tmp_path / "zh.txt"

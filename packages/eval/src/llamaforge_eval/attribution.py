@@ -69,10 +69,15 @@ class KindRow:
 
 
 @torch.no_grad()
-def score_tokens(model, tok, texts: list[str], *, max_length: int = 2048) -> list[ScoredText]:
+def score_tokens(
+    model, tok, texts: list[str], *, max_length: int | None = None
+) -> list[ScoredText]:
     """Every token of every text with the bits ``model`` spends on it, each text on its own,
     laid out as ``eval run`` lays it out (:mod:`llamaforge_eval.windows`: after the start
-    token, in windows of ``max_length`` that overlap by one token)."""
+    token, in windows of ``max_length`` that overlap by one token — by default the model's
+    context, ``max_position_embeddings``, as ``eval run`` takes it)."""
+    if max_length is None:
+        max_length = getattr(model.config, "max_position_embeddings", 2048)
     if not getattr(tok, "is_fast", False):
         raise EvalError("token attribution needs a fast tokenizer (character offsets)")
     device = next(model.parameters()).device
@@ -177,7 +182,6 @@ def where_bits(
     scored = []
     for path in (reference_dir, model_dir):
         model, tok = load_model(path, device=device, dtype=dtype)
-        length = getattr(model.config, "max_position_embeddings", 2048)
-        scored.append(score_tokens(model, tok, texts, max_length=length))
+        scored.append(score_tokens(model, tok, texts))
         del model
     return compare_by_kind(scored[0], scored[1], first_new)
