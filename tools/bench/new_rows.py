@@ -66,19 +66,6 @@ def score(model_dir: Path, docs: list[str]) -> list:
     return score_tokens(model, tok, docs)
 
 
-def same_characters(expanded, other) -> list[float]:
-    """For each of ``expanded``'s tokens, the bits ``other`` (the same document under another
-    tokenizer) spends on the tokens that end inside its characters."""
-    out, k = [], 0
-    for end in expanded.ends:
-        bits = 0.0
-        while k < len(other.ends) and other.ends[k] <= end:
-            bits += other.bits[k]
-            k += 1
-        out.append(bits)
-    return out
-
-
 def by_shown(docs: list, seen: Counter, first_new: int, columns: list[list[list[float]]]) -> dict:
     """(new or old, how often shown) → [tokens, then one sum per column]; ``columns[c][d][t]``
     is column c's bits for token t of document d."""
@@ -191,7 +178,9 @@ def main() -> None:
         columns = [[d.bits for d in untrained], [d.bits for d in trained]]
         if args.control:
             control = score(Path(args.control), docs)
-            columns.append([same_characters(e, c) for e, c in zip(trained, control, strict=True)])
+            from llamaforge_eval.attribution import carried_bits
+
+            columns.append([carried_bits(c, e) for e, c in zip(trained, control, strict=True)])
         totals = by_shown(trained, first_seen, first_new, columns)
         print_scores(totals, sum(len(d) for d in docs), first_rows, bool(args.control))
 

@@ -121,15 +121,16 @@ def compare_by_kind(
         spans = sorted(set(new.ends))
         first = {}  # span -> the first token ending there
         own = [0.0] * len(spans)
+        carried = [0.0] * len(spans)
         count = [0] * len(spans)
-        for k, (end, b) in enumerate(zip(new.ends, new.bits, strict=True)):
+        for k, (end, b, c) in enumerate(
+            zip(new.ends, new.bits, carried_bits(ref, new), strict=True)
+        ):
             at = bisect.bisect_left(spans, end)
             first.setdefault(at, k)
             own[at] += b
+            carried[at] += c
             count[at] += 1
-        carried = [0.0] * len(spans)
-        for end, b in zip(ref.ends, ref.bits, strict=True):
-            carried[min(bisect.bisect_left(spans, end), len(spans) - 1)] += b
         for at, end in enumerate(spans):
             if math.isnan(own[at]) or math.isnan(carried[at]):
                 continue  # NaN: a token one of the models did not score
@@ -141,6 +142,26 @@ def compare_by_kind(
             row[2] += own[at]
             row[3] += carried[at]
     return [KindRow(k, t, c, m, r) for k, (t, c, m, r) in totals.items() if t]
+
+
+def carried_bits(reference: ScoredText, model: ScoredText) -> list[float]:
+    """For each of ``model``'s tokens, the bits ``reference`` (the same text, another
+    tokenizer) spent on its characters: the reference tokens that end after the previous span
+    of ``model`` and by the end of this one (a reference token past the last span counts to
+    it). Tokens of ``model`` that end at the same character form one span, carried by its
+    first token (the others get 0)."""
+    spans = sorted(set(model.ends))
+    if not spans:
+        return []
+    per_span = [0.0] * len(spans)
+    for end, b in zip(reference.ends, reference.bits, strict=True):
+        per_span[min(bisect.bisect_left(spans, end), len(spans) - 1)] += b
+    out, done = [], set()
+    for end in model.ends:
+        at = bisect.bisect_left(spans, end)
+        out.append(0.0 if at in done else per_span[at])
+        done.add(at)
+    return out
 
 
 def total_row(rows: list[KindRow]) -> KindRow:

@@ -236,7 +236,10 @@ def load_recipe(
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: no such recipe")
-    tomllib = _toml()
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -294,14 +297,6 @@ def load_recipe(
                 f"(stages: {', '.join(map(str, names))})"
             )
     return recipe
-
-
-def _toml():
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    return tomllib
 
 
 def _describe(error: ValidationError) -> list[str]:
