@@ -40,9 +40,9 @@ class Spellings:
 
 def token_bytes(tok) -> dict[int, bytes]:
     """Each ordinary token's bytes (special tokens, which spell no text, are left out)."""
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+    from llamaforge_tokenizer.bpe import byte_to_unicode
 
-    byte_of = {ch: b for b, ch in bytes_to_unicode().items()}
+    byte_of = {ch: b for b, ch in byte_to_unicode().items()}
     special = set(tok.all_special_ids) | set(tok.added_tokens_decoder)
     out = {}
     for piece, tid in tok.get_vocab().items():
@@ -135,12 +135,17 @@ def main() -> int:
     if not docs:
         print(f"error: {text}: no documents", file=sys.stderr)
         return 2
+    dirs = [asset_path(model) for model in args.models]
+    for model, path in zip(args.models, dirs, strict=True):
+        if not (path / "config.json").is_file():
+            print(f"error: {model}: not a model dir (no config.json)", file=sys.stderr)
+            return 2
     print(f"{cpu_name()}, float32, the first {len(docs)} documents of {text.name}")
     print(
         f"{'model':<52} {'tokens/char':>11} {'bits/char':>9} {'pooled':>8} {'other likelier':>14}"
     )
-    for model in args.models:
-        r = measure(asset_path(model), docs)
+    for model, path in zip(args.models, dirs, strict=True):
+        r = measure(path, docs)
         print(
             f"{model:<52} {r.tokens / r.characters:>11.3f} {r.canonical_bits / r.characters:>9.3f}"
             f" {r.pooled_bits / r.characters:>8.3f} {r.other_likelier / r.tokens:>14.1%}"
