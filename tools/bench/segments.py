@@ -33,20 +33,24 @@ class Spellings:
 
     characters: int = 0
     tokens: int = 0
+    skipped: int = 0  # documents longer than the model's context
     canonical_bits: float = 0.0
     pooled_bits: float = 0.0
     other_likelier: int = 0
 
 
 def token_bytes(tok) -> dict[int, bytes]:
-    """Each ordinary token's bytes (special tokens, which spell no text, are left out)."""
+    """Each token's bytes: a vocabulary entry's in the GPT-2 byte alphabet, an added or special
+    token's its text (what the tokenizer matches it on: ``<|im_end|>`` written in a document
+    becomes that token, as eval tokenizes text)."""
     from llamaforge_tokenizer.bpe import byte_to_unicode
 
     byte_of = {ch: b for b, ch in byte_to_unicode().items()}
-    special = set(tok.all_special_ids) | set(tok.added_tokens_decoder)
+    added = {tid: t.content for tid, t in tok.added_tokens_decoder.items()}
     out = {}
     for piece, tid in tok.get_vocab().items():
-        if tid in special:
+        if tid in added:
+            out[tid] = added[tid].encode("utf-8")
             continue
         try:
             out[tid] = bytes(byte_of[ch] for ch in piece)
@@ -96,13 +100,16 @@ def measure(model_dir: Path, docs: list[str]) -> Spellings:
     for doc in docs:
         ids = tok(doc, add_special_tokens=False).input_ids
         full, front = with_start(tok, ids)
-        if len(full) > context or len(full) < 2:
-            continue  # the probe reads a document in one window
+        if len(full) > context:
+            out.skipped += 1  # the probe reads a document in one window
+            continue
+        if len(full) < 2:
+            continue  # one token and no start token: nothing to score
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([full])).logits[0].float(), -1)
         # without a start token the first token cannot be scored: its bytes are skipped
         text = doc.encode("utf-8")
-        at = 0 if front else len(spelled.get(full[0], b""))
+        at = 0 if front else len(spelled[full[0]])
         for pos in range(1, len(full)):
             tid, row = full[pos], logp[pos - 1]
             valid = spellers(trie, text, at)
@@ -111,7 +118,7 @@ def measure(model_dir: Path, docs: list[str]) -> Spellings:
             out.canonical_bits -= math.log2(max(p_canonical, 1e-300))
             out.pooled_bits -= math.log2(max(float(probs.sum()), p_canonical, 1e-300))
             out.other_likelier += int(float(probs.max()) > p_canonical)
-            at += len(spelled.get(tid, b""))
+            at += len(spelled[tid])
         out.characters += len(doc)
         out.tokens += len(full) - 1
     return out
@@ -150,6 +157,8 @@ def main() -> int:
             f"{model:<52} {r.tokens / r.characters:>11.3f} {r.canonical_bits / r.characters:>9.3f}"
             f" {r.pooled_bits / r.characters:>8.3f} {r.other_likelier / r.tokens:>14.1%}"
         )
+        if r.skipped:
+            print(f"  {model}: {r.skipped} documents longer than its context left out")
     return 0
 
 
