@@ -118,15 +118,12 @@ def compare_by_kind(
         raise EvalError("the two models scored different numbers of documents")
     totals = {k: [0, 0, 0.0, 0.0] for k in KINDS}  # tokens, characters, model, reference
     for ref, new in zip(reference, model, strict=True):
-        spans = sorted(set(new.ends))
+        spans, where = _spans(new)
         first = {}  # span -> the first token ending there
         own = [0.0] * len(spans)
         carried = [0.0] * len(spans)
         count = [0] * len(spans)
-        for k, (end, b, c) in enumerate(
-            zip(new.ends, new.bits, carried_bits(ref, new), strict=True)
-        ):
-            at = bisect.bisect_left(spans, end)
+        for k, (at, b, c) in enumerate(zip(where, new.bits, carried_bits(ref, new), strict=True)):
             first.setdefault(at, k)
             own[at] += b
             carried[at] += c
@@ -150,18 +147,24 @@ def carried_bits(reference: ScoredText, model: ScoredText) -> list[float]:
     of ``model`` and by the end of this one (a reference token past the last span counts to
     it). Tokens of ``model`` that end at the same character form one span, carried by its
     first token (the others get 0)."""
-    spans = sorted(set(model.ends))
+    spans, where = _spans(model)
     if not spans:
         return []
     per_span = [0.0] * len(spans)
     for end, b in zip(reference.ends, reference.bits, strict=True):
         per_span[min(bisect.bisect_left(spans, end), len(spans) - 1)] += b
     out, done = [], set()
-    for end in model.ends:
-        at = bisect.bisect_left(spans, end)
+    for at in where:
         out.append(0.0 if at in done else per_span[at])
         done.add(at)
     return out
+
+
+def _spans(model: ScoredText) -> tuple[list[int], list[int]]:
+    """The distinct character offsets where ``model``'s tokens end, in order, and for each
+    token the index of its span among them."""
+    spans = sorted(set(model.ends))
+    return spans, [bisect.bisect_left(spans, end) for end in model.ends]
 
 
 def total_row(rows: list[KindRow]) -> KindRow:
