@@ -19,21 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import asset_path, cpu_name
-
-
-def read_docs(path: Path, count: int, shortest: int, longest: int) -> list[str]:
-    """The first ``count`` documents (lines) of ``path`` with ``shortest``–``longest``
-    characters, stripped."""
-    docs = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if shortest <= len(line) <= longest:
-                docs.append(line)
-                if len(docs) == count:
-                    break
-    return docs
+from common import asset_path, cpu_name, read_docs
 
 
 def copy_bits(model_dir: Path, docs: list[str], dtype: str) -> tuple[float, float]:
@@ -66,7 +52,7 @@ def main() -> None:
     import torch
 
     text = Path(args.text) if args.text else asset_path("asset:people-daily") / "heldout.txt"
-    docs = read_docs(text, args.docs, 60, 160)
+    docs = [doc for doc in read_docs(text) if 60 <= len(doc) <= 160][: args.docs]
     if not docs:
         raise SystemExit(f"{text}: no document of 60 to 160 characters")
     print(

@@ -34,20 +34,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from common import asset_path
-
-
-def read_lines(path: Path, first: int, count: int) -> list[str]:
-    """Non-empty lines ``first``… (1-based line numbers of the file), at most ``count``."""
-    docs = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if number >= first and line.strip():
-                docs.append(line.rstrip("\n"))
-                if len(docs) == count:
-                    break
-    return docs
-
+from common import asset_path, read_docs
 
 SHOWN = ((0, "never"), (1, "once"), (4, "2–4×"), (19, "5–19×"), (None, "20× or more"))
 
@@ -130,7 +117,7 @@ def main() -> None:
         raise SystemExit(msg) from None
     data, _ = load_packed([args.packed])
     text = asset_path(args.text)
-    docs = read_lines(text, args.first_doc, args.docs)
+    docs = read_docs(text, args.docs, first_line=args.first_doc)
     if not docs:
         raise SystemExit(f"{text}: no document from line {args.first_doc} on")
     tok = AutoTokenizer.from_pretrained(model)

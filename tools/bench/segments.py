@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import asset_path, cpu_name
+from common import asset_path, cpu_name, read_docs
 
 
 @dataclass
@@ -134,8 +134,7 @@ def main() -> int:
     args = parser.parse_args()
     text = asset_path(args.text)
     try:
-        with text.open(encoding="utf-8") as fh:
-            docs = [line.strip() for line in fh if line.strip()][: args.docs]
+        docs = read_docs(text, args.docs)
     except (OSError, UnicodeDecodeError) as exc:
         print(f"error: {text}: {exc}", file=sys.stderr)
         return 2
