@@ -15,8 +15,10 @@ virtualenv, so nothing is installed into the Python that runs this script.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -31,6 +33,20 @@ JOBS = {
     "lint": "lint:check",
     "check": "test:check",
 }
+GIB = 1024**3
+# Peak disk use while an environment is built, in GiB, measured with `df` (pip unpacks torch's
+# wheels beside what it installs): the workspace env .venv 9.1 (5.7 once built), .venv-vllm 4.1
+# (3.5), the trainer's own virtualenv that `check` builds under the temp dir 9.6 (removed after).
+# A fresh clone's CI run needs about 20 GiB free.
+ENV_PEAK_GB = {".venv": 9.5, ".venv-vllm": 4.5}
+ENVS = {
+    "demo": ".venv",
+    "test": ".venv",
+    "test-fast": ".venv",
+    "test-vllm": ".venv-vllm",
+    "check": ".venv",
+}
+CHECK_VENV_GB = 10.0
 
 
 def _hatch() -> Path:
@@ -57,11 +73,39 @@ def _hatch() -> Path:
     return exe
 
 
+def disk_shortfall(job: str) -> str | None:
+    """One line saying where ``job`` would run out of disk, or None. Only what the job has
+    still to build counts (an environment that exists costs nothing more), summed over what
+    lands on one filesystem."""
+    needs: list[tuple[Path, float]] = []
+    env = ENVS.get(job)
+    if env and not (ROOT / env).is_dir():
+        needs.append((ROOT, ENV_PEAK_GB[env]))
+    if job == "check":
+        needs.append((Path(tempfile.gettempdir()), CHECK_VENV_GB))
+    by_disk: dict[int, tuple[list[Path], float]] = {}
+    for where, gib in needs:
+        paths, total = by_disk.get(where.stat().st_dev, ([], 0.0))
+        by_disk[where.stat().st_dev] = ([*paths, where], total + gib)
+    for paths, gib in by_disk.values():
+        free = shutil.disk_usage(paths[0]).free / GIB
+        if free < gib:
+            return (
+                f"bootstrap: {job} needs about {gib:.1f} GiB free on the disk of "
+                f"{' and '.join(map(str, paths))} (what it installs there); {free:.1f} GiB is free"
+            )
+    return None
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print(__doc__)
         return 0 if argv else 2
     job, rest = argv[0], argv[1:]
+    short = disk_shortfall(job)
+    if short:
+        print(short, file=sys.stderr)
+        return 2
     hatch = _hatch()
     if job == "hatch":
         cmd = [str(hatch), *rest]
