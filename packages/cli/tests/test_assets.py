@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,39 @@ def test_corrupt_cached_file_is_detected_and_rebuilt(tmp_path):
     assert (again / "dict.txt").read_bytes() == good
     assert verify_asset("jieba-dict", root) is None
     assert any("corrupt" in s for s in steps)
+
+
+FETCH = """
+import json, sys, time
+from pathlib import Path
+from llamaforge_cli.assets import ensure_asset
+root, me, other = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+me.touch()
+while not other.exists():  # start together
+    time.sleep(0.01)
+steps = []
+folder = ensure_asset("jieba-dict", root=root, step=steps.append)
+print(json.dumps([str(folder), steps]))
+"""
+
+
+def test_two_processes_fetching_at_once_build_the_asset_once(tmp_path):
+    root = _seed_cache_with_download(tmp_path, "jieba-dict")
+    ready = [tmp_path / "ready-0", tmp_path / "ready-1"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", FETCH, str(root), str(ready[i]), str(ready[1 - i])],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    results = [json.loads(proc.communicate(timeout=300)[0]) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0]
+    assert {folder for folder, _ in results} == {str(asset_dir("jieba-dict", root))}
+    builds = [steps for _, steps in results if any("converting" in s for s in steps)]
+    assert len(builds) == 1  # the other process waited, found it built, and used it
+    assert verify_asset("jieba-dict", root) is None
 
 
 @pytest.mark.slow

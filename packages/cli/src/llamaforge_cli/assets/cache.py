@@ -7,7 +7,9 @@ Layout under the cache root (``LLAMAFORGE_CACHE``, else the user cache dir)::
     assets/<name>/MANIFEST.json          # spec revision + sha256 of every output file
 
 A build happens in a temporary sibling dir that is renamed into place, so a crash never leaves a
-half-built asset that looks complete.
+half-built asset that looks complete. Builds of one asset take turns (a lock file beside it,
+``assets/.<name>.lock``): a process that waited finds the asset built and uses it, so two
+pipelines or test workers starting at once never build it twice or remove each other's copy.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from llamaforge_cli.assets.download import download_distribution, extract_members, sha256_file
@@ -106,14 +109,42 @@ def ensure_asset(name: str, *, root: Path | None = None, step: Step | None = Non
     problem = verify_asset(name, root)
     if problem is None:
         return folder
-    if problem != "not fetched":
-        log.warning("asset %s: %s; fetching it again", name, problem)
-        if step:
-            step(f"{name}: {problem}, fetching again")
     _check_needs(spec)
+    (root / "assets").mkdir(parents=True, exist_ok=True)
+    with _build_lock(root / "assets" / f".{name}.lock"):
+        problem = verify_asset(name, root)  # another process may have built it meanwhile
+        if problem is None:
+            return folder
+        if problem != "not fetched":
+            log.warning("asset %s: %s; fetching it again", name, problem)
+            if step:
+                step(f"{name}: {problem}, fetching again")
+        _build(spec, root, folder, step)
+    return folder
+
+
+@contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) while the block runs; where
+    the platform has no ``fcntl`` (Windows) builds are not serialised."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build(spec: AssetSpec, root: Path, folder: Path, step: Step | None) -> None:
+    """Download, convert and put asset ``spec`` into ``folder`` (replacing a bad copy)."""
+    name = spec.name
     downloads = root / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
-    (root / "assets").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=root / "assets") as tmp:
         tmp_path = Path(tmp)
         if step:
@@ -137,7 +168,6 @@ def ensure_asset(name: str, *, root: Path | None = None, step: Step | None = Non
         if folder.exists():
             shutil.rmtree(folder)
         out.rename(folder)
-    return folder
 
 
 def _fetch_members(spec: AssetSpec, downloads: Path, dest: Path) -> dict[str, Path]:
