@@ -16,7 +16,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ["cli[model]", "tokenizer-expand[model]", "data-pack", "trainer", "eval", "serve"]
-TOOLS = ["pytest>=8", "ruff==0.17.6", "deptry==0.25.1", "import-linter==2.16"]
+TOOLS = [
+    "pytest>=8",
+    "pytest-xdist==3.8.0",
+    "ruff==0.17.6",
+    "deptry==0.25.1",
+    "import-linter==2.16",
+]
 HEADER = """\
 # The one dependency set of the llamaforge workspace (Python 3.11, x86_64 Linux), resolved by
 # pip from colossalai==0.5.0's pins plus every package's own requirements.
