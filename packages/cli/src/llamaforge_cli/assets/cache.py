@@ -8,8 +8,9 @@ Layout under the cache root (``LLAMAFORGE_CACHE``, else the user cache dir)::
 
 A build happens in a temporary sibling dir that is renamed into place, so a crash never leaves a
 half-built asset that looks complete. Builds of one asset take turns (a lock file beside it,
-``assets/.<name>.lock``): a process that waited finds the asset built and uses it, so two
-pipelines or test workers starting at once never build it twice or remove each other's copy.
+``assets/.<name>.lock``), and so do downloads of one distribution: a process that waited finds
+the work done and uses it, so two pipelines or test workers starting at once never build or
+download it twice, or remove each other's copy.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-from llamaforge_cli.assets.download import download_distribution, extract_members, sha256_file
+from llamaforge_cli.assets.download import (
+    download_distribution,
+    extract_members,
+    file_lock,
+    sha256_file,
+)
 from llamaforge_cli.assets.errors import AssetError
 from llamaforge_cli.assets.spec import ASSETS, AssetSpec
 
@@ -111,7 +116,7 @@ def ensure_asset(name: str, *, root: Path | None = None, step: Step | None = Non
         return folder
     _check_needs(spec)
     (root / "assets").mkdir(parents=True, exist_ok=True)
-    with _build_lock(root / "assets" / f".{name}.lock"):
+    with file_lock(root / "assets" / f".{name}.lock"):
         problem = verify_asset(name, root)  # another process may have built it meanwhile
         if problem is None:
             return folder
@@ -121,23 +126,6 @@ def ensure_asset(name: str, *, root: Path | None = None, step: Step | None = Non
                 step(f"{name}: {problem}, fetching again")
         _build(spec, root, folder, step)
     return folder
-
-
-@contextmanager
-def _build_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) while the block runs; where
-    the platform has no ``fcntl`` (Windows) builds are not serialised."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _build(spec: AssetSpec, root: Path, folder: Path, step: Step | None) -> None:

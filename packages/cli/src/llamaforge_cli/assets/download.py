@@ -10,6 +10,8 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from llamaforge_cli.assets.errors import AssetError
@@ -38,6 +40,29 @@ def download_distribution(source: Source, downloads: Path) -> Path:
     if existing:
         return existing[0]
     folder.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder.parent / f".{folder.name}.lock"):
+        existing = _archives(folder)  # another process may have downloaded it meanwhile
+        return existing[0] if existing else _download(source, downloads, folder)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) while the block runs; where
+    the platform has no ``fcntl`` (Windows) nothing is serialised."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _download(source: Source, downloads: Path, folder: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".dl-", dir=downloads))
     binary = ["--no-binary=:all:"] if source.kind == "sdist" else ["--only-binary=:all:"]
     cmd = [
