@@ -28,7 +28,7 @@ def free_gib(path: Path) -> float:
 
 
 def test_a_job_stops_with_one_line_when_its_env_cannot_fit(bootstrap, tmp_path, capsys):
-    bootstrap.ENV_PEAK_GB = {".venv": free_gib(tmp_path) + 50, ".venv-vllm": 0.1}
+    bootstrap.ENV_PEAK_GIB = {".venv": free_gib(tmp_path) + 50, ".venv-vllm": 0.1}
     assert bootstrap.main(["test"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
@@ -37,7 +37,7 @@ def test_a_job_stops_with_one_line_when_its_env_cannot_fit(bootstrap, tmp_path, 
 
 
 def test_an_env_that_exists_costs_nothing_more(bootstrap, tmp_path):
-    bootstrap.ENV_PEAK_GB = {".venv": free_gib(tmp_path) + 50, ".venv-vllm": 0.1}
+    bootstrap.ENV_PEAK_GIB = {".venv": free_gib(tmp_path) + 50, ".venv-vllm": 0.1}
     (tmp_path / ".venv").mkdir()
     assert bootstrap.disk_shortfall("test") is None
     assert bootstrap.disk_shortfall("lint") is None  # lint builds no big env
@@ -50,10 +50,10 @@ def test_check_counts_its_own_virtualenv_on_the_temp_disk(bootstrap, tmp_path, m
     temp.mkdir()
     monkeypatch.setenv("TMPDIR", str(temp))
     monkeypatch.setattr(bootstrap.tempfile, "tempdir", None)  # read TMPDIR again
-    bootstrap.CHECK_VENV_GB = free_gib(temp) + 50
+    bootstrap.CHECK_VENV_GIB = free_gib(temp) + 50
     line = bootstrap.disk_shortfall("check")
     assert line is not None and str(temp) in line
-    bootstrap.CHECK_VENV_GB = 0.1
+    bootstrap.CHECK_VENV_GIB = 0.1
     assert bootstrap.disk_shortfall("check") is None
 
 
@@ -61,8 +61,8 @@ def test_needs_on_one_disk_add_up(bootstrap, tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(bootstrap.tempfile, "tempdir", None)
     half = free_gib(tmp_path) * 0.6  # each fits alone; both do not
-    bootstrap.ENV_PEAK_GB = {".venv": half, ".venv-vllm": 0.1}
-    bootstrap.CHECK_VENV_GB = half
+    bootstrap.ENV_PEAK_GIB = {".venv": half, ".venv-vllm": 0.1}
+    bootstrap.CHECK_VENV_GIB = half
     assert bootstrap.disk_shortfall("test") is None
     line = bootstrap.disk_shortfall("check")
     assert line is not None and f"{2 * half:.1f} GiB" in line

@@ -38,7 +38,7 @@ GIB = 1024**3
 # wheels beside what it installs): the workspace env .venv 9.1 (5.7 once built), .venv-vllm 4.1
 # (3.5), the trainer's own virtualenv that `check` builds under the temp dir 9.6 (removed after).
 # A fresh clone's CI run needs about 20 GiB free.
-ENV_PEAK_GB = {".venv": 9.5, ".venv-vllm": 4.5}
+ENV_PEAK_GIB = {".venv": 9.5, ".venv-vllm": 4.5}
 ENVS = {
     "demo": ".venv",
     "test": ".venv",
@@ -46,7 +46,7 @@ ENVS = {
     "test-vllm": ".venv-vllm",
     "check": ".venv",
 }
-CHECK_VENV_GB = 10.0
+CHECK_VENV_GIB = 10.0
 
 
 def _hatch() -> Path:
@@ -80,13 +80,14 @@ def disk_shortfall(job: str) -> str | None:
     needs: list[tuple[Path, float]] = []
     env = ENVS.get(job)
     if env and not (ROOT / env).is_dir():
-        needs.append((ROOT, ENV_PEAK_GB[env]))
+        needs.append((ROOT, ENV_PEAK_GIB[env]))
     if job == "check":
-        needs.append((Path(tempfile.gettempdir()), CHECK_VENV_GB))
+        needs.append((Path(tempfile.gettempdir()), CHECK_VENV_GIB))
     by_disk: dict[int, tuple[list[Path], float]] = {}
     for where, gib in needs:
-        paths, total = by_disk.get(where.stat().st_dev, ([], 0.0))
-        by_disk[where.stat().st_dev] = ([*paths, where], total + gib)
+        disk = where.stat().st_dev
+        paths, total = by_disk.get(disk, ([], 0.0))
+        by_disk[disk] = ([*paths, where], total + gib)
     for paths, gib in by_disk.values():
         free = shutil.disk_usage(paths[0]).free / GIB
         if free < gib:
