@@ -7,9 +7,14 @@ cache dir or `$LLAMAFORGE_CACHE`). The first run fetches what the selected tests
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
+
+# What llamaforge_trainer.no_compile_pool does for a training command, for the test processes
+# that train in-process and every process they start: no pool of torch compiler workers.
+os.environ.setdefault("TORCH_WARM_POOL", "0")
 
 
 def _cuda_available() -> bool:

@@ -570,6 +570,31 @@ logging.getLogger("elsewhere").warning("so does any other log line")
     assert ("gemm_4bit_forward" in err) is verbose
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("user_setting", [None, "1"])
+def test_a_training_process_starts_no_compiler_pool_unless_asked(user_setting):
+    """Importing ColossalAI's booster imports torch's compiler, which would start a pool of
+    worker processes for every rank; the entry point keeps it from starting, and a user's own
+    ``TORCH_WARM_POOL=1`` still starts it."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+from llamaforge_trainer import no_compile_pool
+no_compile_pool()
+import colossalai.booster
+from torch._inductor.async_compile import AsyncCompile
+print("pools", AsyncCompile.process_pool.cache_info().currsize)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_WARM_POOL"}
+    if user_setting is not None:
+        env["TORCH_WARM_POOL"] = user_setting
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"pools {1 if user_setting else 0}" in done.stdout
+
+
 def test_precision_auto_follows_the_bf16_flags(tiny_model, packed_text, tmp_path):
     """auto is bf16 only where the CPU has bf16 units — AVX-512 alone is not enough — and the
     trainer runs in what auto resolved to."""

@@ -15,6 +15,7 @@ from llamaforge_trainer.config import (
 )
 from llamaforge_trainer.errors import TrainError
 from llamaforge_trainer.quiet import quiet_known_messages
+from llamaforge_trainer.startup import no_compile_pool
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -67,6 +68,7 @@ __all__ = [
     "build_config",
     "load_config",
     "matmul_parameters_of",
+    "no_compile_pool",
     "quiet_known_messages",
     "resolve_precision",
     "train",

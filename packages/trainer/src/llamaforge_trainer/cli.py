@@ -66,8 +66,10 @@ def train(
     """Train the stages of CONFIG; resume from its latest checkpoint; export an HF dir."""
     from llamaforge_trainer.config import load_config
     from llamaforge_trainer.quiet import quiet_known_messages
+    from llamaforge_trainer.startup import no_compile_pool
 
     quiet_known_messages(verbose)
+    no_compile_pool()
 
     if nproc < 1:
         raise TrainError(f"--nproc: must be ≥ 1, got {nproc}")

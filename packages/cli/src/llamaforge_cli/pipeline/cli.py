@@ -43,9 +43,10 @@ def run(
     from llamaforge_cli.pipeline.recipe import load_recipe
     from llamaforge_cli.pipeline.runner import plan
     from llamaforge_cli.pipeline.runner import run as run_pipeline
-    from llamaforge_trainer import quiet_known_messages
+    from llamaforge_trainer import no_compile_pool, quiet_known_messages
 
     quiet_known_messages(verbose)
+    no_compile_pool()
     console = console_of(ctx)
     loaded = load_recipe(recipe, overrides or (), out)
     rows = (
