@@ -481,7 +481,8 @@ def test_real_smollm2_loss_decreases_on_chinese(asset, tmp_path):
         tmp_path,
         asset("smollm2-135m"),
         tmp_path / "packed",
-        [{"steps": 8, "lr": 2e-4, "micro_batch_size": 2, "warmup_ratio": 0.0}],
+        # fp32 here: 2.959, 2.965, 2.753, 2.704 (8 steps took twice as long to show the same)
+        [{"steps": 4, "lr": 2e-4, "micro_batch_size": 2, "warmup_ratio": 0.0}],
         export=False,
     )
     Trainer(cfg).train()
