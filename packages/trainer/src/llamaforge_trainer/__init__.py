@@ -5,16 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from llamaforge_trainer.config import (
-    LoraConfig,
-    StageConfig,
-    TrainConfig,
-    apply_override,
-    build_config,
-    load_config,
-)
+from llamaforge_trainer.config import LoraConfig, StageConfig, TrainConfig
 from llamaforge_trainer.errors import TrainError
 from llamaforge_trainer.quiet import quiet_known_messages
+from llamaforge_trainer.recipe import apply_override, build_config, load_config
 from llamaforge_trainer.startup import no_compile_pool
 
 if TYPE_CHECKING:

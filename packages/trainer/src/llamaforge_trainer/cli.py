@@ -64,8 +64,8 @@ def train(
     ] = False,
 ) -> None:
     """Train the stages of CONFIG; resume from its latest checkpoint; export an HF dir."""
-    from llamaforge_trainer.config import load_config
     from llamaforge_trainer.quiet import quiet_known_messages
+    from llamaforge_trainer.recipe import load_config
     from llamaforge_trainer.startup import no_compile_pool
 
     quiet_known_messages(verbose)
