@@ -9,7 +9,8 @@ from llamaforge_datapack.loader import (
     load_packed,
     position_ids_from_lengths,
 )
-from llamaforge_datapack.pack import Manifest, PackConfig, Source, pack
+from llamaforge_datapack.manifest import Manifest
+from llamaforge_datapack.pack import PackConfig, Source, pack
 from llamaforge_datapack.records import OnError, read_records
 from llamaforge_datapack.tokenize import TokenizeConfig, tokenizer_fingerprint
 

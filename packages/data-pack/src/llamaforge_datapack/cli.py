@@ -133,7 +133,7 @@ def pack(
 @app.command()
 def inspect(ctx: typer.Context, folder: Path) -> None:
     """Print the manifest of a packed dir."""
-    from llamaforge_datapack.pack import Manifest
+    from llamaforge_datapack.manifest import Manifest
 
     print_manifest(_console(ctx), Manifest.read(folder), folder)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from llamaforge_datapack.errors import DataPackError
-from llamaforge_datapack.pack import Manifest
+from llamaforge_datapack.manifest import Manifest
 
 
 def load_packed(dirs: Sequence[str | Path]):

@@ -26,14 +26,15 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from llamaforge_datapack.binpack import best_fit_decreasing, gather_rows, split_lengths
 from llamaforge_datapack.errors import DataPackError
+from llamaforge_datapack.manifest import FORMAT, Manifest
 from llamaforge_datapack.records import OnError, ReadStats, read_records
+from llamaforge_datapack.rows import Docs, count_rows, plan_rows, write_shards
 from llamaforge_datapack.spill import Spill
 from llamaforge_datapack.tokenize import (
     Encoder,
@@ -42,11 +43,8 @@ from llamaforge_datapack.tokenize import (
     tokenizer_fingerprint,
 )
 
-FORMAT, VERSION = "llamaforge-packed", 1
 _WORK_MARKER = ".llamaforge-pack-work"
 """In a run's temporary dir: the pid that owns it (a later run removes it once that is gone)."""
-_GATHER_ROWS = 1024
-"""Rows built by one numpy gather while writing a shard."""
 
 
 @dataclass(kw_only=True)
@@ -129,82 +127,6 @@ class PackConfig:
             raise DataPackError("; ".join(problems))
 
 
-@dataclass
-class Manifest:
-    """What a packed dir holds; written as ``manifest.json``."""
-
-    format: str = FORMAT
-    version: int = VERSION
-    tokenizer: str = ""
-    tokenizer_sha256: str = ""
-    max_length: int = 0
-    template: str = ""
-    bos: bool | None = None
-    """Whether text documents start with BOS (None: a manifest older than this field)."""
-    eos: bool | None = None
-    """Whether text documents end with EOS."""
-    seed: int = 0
-    num_bins: int = 1
-    sources: dict[str, float] = field(default_factory=dict)
-    files: int = 0
-    records: int = 0
-    skipped_records: int = 0
-    skipped_examples: list[str] = field(default_factory=list)
-    documents: int = 0
-    split_documents: int = 0
-    segments: int = 0
-    truncated_conversations: int = 0
-    dropped_conversations: int = 0
-    rows: int = 0
-    tokens: int = 0
-    label_tokens: int = 0
-    tokens_per_category: dict[str, int] = field(default_factory=dict)
-    rows_per_category: dict[str, int] = field(default_factory=dict)
-    fill_ratio: float = 0.0
-    shards: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def read(cls, folder: Path) -> Manifest:
-        path = Path(folder) / "manifest.json"
-        if not path.is_file():
-            raise DataPackError(f"{folder}: no manifest.json (not a packed dataset dir)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise DataPackError(f"{path}: corrupt manifest ({exc}); pack the data again") from None
-        if not isinstance(data, dict):
-            raise DataPackError(f"{path}: corrupt manifest (not a JSON object)")
-        if data.get("format") != FORMAT or data.get("version") != VERSION:
-            raise DataPackError(
-                f"{folder}: format {data.get('format')} v{data.get('version')}, "
-                f"expected {FORMAT} v{VERSION}"
-            )
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass
-class _Docs:
-    """The tokenised documents to pack, one entry per copy (a weight of 2 lists one twice)."""
-
-    spill_index: list[int] = field(default_factory=list)
-    length: list[int] = field(default_factory=list)
-    category: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Plan:
-    """Rows as lists of pieces; a piece is ``length`` tokens at ``source`` in the spill."""
-
-    rows: list[tuple[list[int], str, int]]
-    """(piece indices, category, bucket), in the order rows are written."""
-    source: np.ndarray
-    length: np.ndarray
-
-
 def pack(
     sources: list[Source],
     tokenize: TokenizeConfig,
@@ -265,7 +187,7 @@ def _pack_here(sources, tokenize, config, tmp: Path, manifest: Manifest, progres
     """The local engine: every step in this process (tokenising in ``num_proc`` workers)."""
     rng = np.random.default_rng(config.seed)
     spill = Spill(tmp / "spill")
-    docs = _Docs()
+    docs = Docs()
     for source in sources:
         stats = ReadStats()
         records = read_records(
@@ -343,7 +265,7 @@ def keeps_extra_copy(seed: int, origin: str, frac: float) -> bool:
 
 
 def add_documents(
-    encoded, weight, seed, spill, docs: _Docs, manifest: Manifest, max_len: int, progress=None
+    encoded, weight, seed, spill, docs: Docs, manifest: Manifest, max_len: int, progress=None
 ) -> None:
     """Spill each tokenised document and list it ``weight`` times (the fractional part decided
     per document by :func:`keeps_extra_copy`); count what is added, truncated or dropped in
@@ -379,93 +301,3 @@ def add_read_stats(manifest: Manifest, stats: ReadStats) -> None:
     manifest.records += stats.records
     manifest.skipped_records += stats.skipped
     manifest.skipped_examples += stats.skipped_examples[: 20 - len(manifest.skipped_examples)]
-
-
-def plan_rows(docs: _Docs, offsets: np.ndarray, max_len: int, num_bins: int, rng) -> _Plan:
-    """Split documents longer than a row into pieces, best-fit-decreasing per category, then
-    bucket order: bucket ``k`` holds a ``1/num_bins`` of every category's rows (``rng``
-    decides which, and the order inside a bucket)."""
-    doc, start, length = split_lengths(np.asarray(docs.length, np.int64), max_len)
-    names = sorted(set(docs.category))
-    doc_category = np.asarray([names.index(c) for c in docs.category], np.int64)
-    piece_category = doc_category[doc]
-    buckets: list[list[tuple[list[int], str, int]]] = [[] for _ in range(num_bins)]
-    for c, cat in enumerate(names):
-        members = np.flatnonzero(piece_category == c)
-        bins = [members[b].tolist() for b in best_fit_decreasing(length[members], max_len)]
-        order = rng.permutation(len(bins))
-        for k, part in enumerate(np.array_split(order, num_bins)):
-            buckets[k] += [(bins[j], cat, k) for j in part.tolist()]
-    rows = []
-    for bucket in buckets:
-        rows += [bucket[j] for j in rng.permutation(len(bucket)).tolist()]
-    source = offsets[np.asarray(docs.spill_index, np.int64)[doc]] + start
-    return _Plan(rows=rows, source=source, length=length)
-
-
-def count_rows(plan: _Plan, manifest: Manifest, max_len: int) -> None:
-    """Add the plan's segments and rows (per category) to ``manifest``; set its fill ratio."""
-    manifest.segments += len(plan.length)
-    manifest.rows += len(plan.rows)
-    manifest.fill_ratio = manifest.tokens / max(manifest.rows * max_len, 1)
-    counts = dict(manifest.rows_per_category)
-    for _, cat, _ in plan.rows:
-        counts[cat] = counts.get(cat, 0) + 1
-    manifest.rows_per_category = dict(sorted(counts.items()))
-
-
-def _pin_fingerprint(folder: Path) -> None:
-    """datasets stamps a random fingerprint; use the data's hash so same input → same bytes."""
-    state_path = folder / "state.json"
-    state = json.loads(state_path.read_text())
-    digest = hashlib.sha256()
-    for f in sorted(folder.glob("*.arrow")):
-        digest.update(f.read_bytes())
-    state["_fingerprint"] = digest.hexdigest()[:16]
-    state_path.write_text(json.dumps(state, indent=2, sort_keys=True))
-
-
-def write_shards(
-    plan: _Plan, tokens, labels, folder: Path, shard_rows: int, manifest, progress=None
-) -> list[int]:
-    """Write the plan's rows as ``shard-NNNNN`` dirs in ``folder`` (listed in ``manifest``);
-    a shard never spans two buckets. Returns each shard's bucket."""
-    from datasets import Dataset, Features, Sequence, Value
-
-    features = Features(
-        {
-            "input_ids": Sequence(Value("int32")),
-            "labels": Sequence(Value("int32")),
-            "lengths": Sequence(Value("int32")),
-            "category": Value("string"),
-            "bucket": Value("int32"),
-        }
-    )
-    spans, lo = [], 0
-    while lo < len(plan.rows):  # runs of one bucket, ≤ shard_rows each
-        hi, bucket = lo, plan.rows[lo][2]
-        while hi < len(plan.rows) and hi - lo < shard_rows and plan.rows[hi][2] == bucket:
-            hi += 1
-        spans.append((lo, hi))
-        lo = hi
-    buckets = []
-    for n, (lo, hi) in enumerate(spans):
-        cols: dict[str, list] = {k: [] for k in features}
-        shard = plan.rows[lo:hi]
-        for part in range(0, len(shard), _GATHER_ROWS):  # bounds the gather's index array
-            rows = shard[part : part + _GATHER_ROWS]
-            bins = [pieces for pieces, _, _ in rows]
-            for name, values in (("input_ids", tokens), ("labels", labels)):
-                flat, row_offsets = gather_rows(values, plan.source, plan.length, bins)
-                cols[name] += np.split(flat, row_offsets[1:-1])
-            cols["lengths"] += [plan.length[pieces].tolist() for pieces in bins]
-            cols["category"] += [cat for _, cat, _ in rows]
-            cols["bucket"] += [bucket for _, _, bucket in rows]
-        name = f"shard-{n:05d}"
-        Dataset.from_dict(cols, features=features).save_to_disk(str(folder / name))
-        _pin_fingerprint(folder / name)
-        manifest.shards.append(name)
-        buckets.append(shard[0][2])
-        if progress:
-            progress("writing", hi)
-    return buckets

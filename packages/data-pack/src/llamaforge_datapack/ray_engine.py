@@ -92,15 +92,9 @@ class BlockPacker:
         return {"block": batch["block"], "report": np.asarray(reports, dtype=object)}
 
     def pack_block(self, spec: dict) -> dict:
-        from llamaforge_datapack.pack import (
-            Manifest,
-            _Docs,
-            add_documents,
-            add_read_stats,
-            count_rows,
-            plan_rows,
-            write_shards,
-        )
+        from llamaforge_datapack.manifest import Manifest
+        from llamaforge_datapack.pack import add_documents, add_read_stats
+        from llamaforge_datapack.rows import Docs, count_rows, plan_rows, write_shards
         from llamaforge_datapack.spill import Spill
 
         n, source = spec["block"], self.sources[spec["source"]]
@@ -118,7 +112,7 @@ class BlockPacker:
                 default_category=source["name"],
             )
             encoded = (self.encoder.encode(record) for record in records)
-            spill, docs = Spill(tmp / "spill"), _Docs()
+            spill, docs = Spill(tmp / "spill"), Docs()
             max_len = self.tokenize.max_length
             seed = self.settings["seed"]
             add_documents(encoded, source["weight"], seed, spill, docs, part, max_len)
