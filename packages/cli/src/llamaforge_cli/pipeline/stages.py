@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from llamaforge_cli.pipeline.evaluation import text_files
 from llamaforge_cli.pipeline.recipe import Recipe
 
 
@@ -105,10 +106,6 @@ def _record_characters(record: dict) -> int:
     turns = record.get("messages", [])
     text = [record.get(k, "") for k in ("text", "source", "target")]
     return sum(len(t) for t in text) + sum(len(m.get("content", "")) for m in turns)
-
-
-def _text_files(recipe: Recipe) -> dict[str, list[Path]]:
-    return {label: [recipe.resolve(f) for f in files] for label, files in recipe.eval.text.items()}
 
 
 def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
@@ -270,60 +267,9 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         return [*arms, ("result", at.run_dir / "export")]
 
     def evaluate(folder: Path) -> None:
-        from llamaforge_eval import (
-            compare_generation,
-            evaluate_model,
-            read_prompts,
-            resolve_device,
-            resolve_dtype,
-            write_results,
-        )
-        from llamaforge_tokenizer import measure, plot_compression
+        from llamaforge_cli.pipeline.evaluation import evaluate_arms
 
-        e = recipe.eval
-        texts = _text_files(recipe)
-        benchmarks = {kind: recipe.resolve(d) for kind, d in e.benchmarks.items()}
-        # one device and one precision for every model, decided from the base model
-        device = resolve_device(e.device)
-        dtype = resolve_dtype(e.dtype, base(), device)
-        target = e.target_label()
-        prompts = read_prompts(texts[target], limit=e.generation_prompts) if target else []
-        questions = [q for q in (recipe.chat_prompt, recipe.chat_prompt_target) if q]
-        arms = dict(models())
-        results = {}
-        for label, model in arms.items():
-            with console.status(f"evaluating {label}") as status:
-                results[label] = evaluate_model(
-                    model,
-                    benchmarks=benchmarks,
-                    texts=texts,
-                    shots=e.shots,
-                    metric=e.metric,
-                    max_docs=e.max_docs,
-                    device=device,
-                    dtype=dtype,
-                    on_status=lambda m, label=label, status=status: status.update(f"{label}: {m}"),
-                )
-        if prompts or questions:
-            # every model timed in each round, so that they compare on a shared machine
-            with console.status(f"generating: {', '.join(arms)}, {e.generation_rounds} rounds"):
-                generated = compare_generation(
-                    arms,
-                    prompts=prompts,
-                    questions=questions,
-                    max_new_tokens=e.generation_tokens,
-                    batch_size=e.generation_batch,
-                    rounds=e.generation_rounds,
-                    device=device,
-                    dtype=dtype,
-                )
-            for label in arms:
-                results[label].update(generated[label])
-        for label in arms:
-            write_results(folder / f"{label}.json", results[label])
-        rows = measure({"old": base(), "new": at.tokenizer}, texts)
-        plot_compression(rows, folder / "compression.png")
-        (folder / "compression.json").write_text(json.dumps([r.to_dict() for r in rows], indent=2))
+        evaluate_arms(recipe, dict(models()), at.tokenizer, folder, console)
 
     def report(folder: Path) -> None:
         from llamaforge_cli.pipeline.report import write_report
@@ -347,7 +293,7 @@ def build_stages(recipe: Recipe, console: Console | None = None) -> list[Stage]:
         return [at.tokenizer, *dict.fromkeys(Path(p) for s in sources for p in s.inputs)]
 
     def eval_inputs() -> list[Path]:
-        texts = [f for files in _text_files(recipe).values() for f in files]
+        texts = [f for files in text_files(recipe).values() for f in files]
         return [*(m for _, m in models()), at.tokenizer, *texts]
 
     def eval_settings() -> dict:
