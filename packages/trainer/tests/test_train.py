@@ -600,6 +600,7 @@ def test_precision_auto_follows_the_bf16_flags(tiny_model, packed_text, tmp_path
     """auto is bf16 only where the CPU has bf16 units — AVX-512 alone is not enough — and the
     trainer runs in what auto resolved to."""
     from llamaforge_trainer.metrics import cpu_flags, cpu_has_native_bf16, resolve_precision
+    from llamaforge_trainer.step import autocast
 
     assert not cpu_has_native_bf16({"avx2", "fma"})
     assert not cpu_has_native_bf16({"avx2", "avx512f", "avx512bw", "avx512_vnni"})
@@ -615,7 +616,7 @@ def test_precision_auto_follows_the_bf16_flags(tiny_model, packed_text, tmp_path
     trainer = Trainer(cfg)
     assert trainer.config.precision == here
     expected = "autocast" if here == "bf16" else "nullcontext"
-    assert type(trainer._autocast()).__name__ == expected
+    assert type(autocast(trainer.config, trainer.dist.device)).__name__ == expected
 
 
 @pytest.mark.slow

@@ -154,10 +154,6 @@ class Trainer:
             self.config, self.dist.device, booster, model, optimizer, batches, stage, parts
         )
 
-    def _autocast(self):
-        """bf16 autocast under ddp, else nothing: see :func:`llamaforge_trainer.step.autocast`."""
-        return stepping.autocast(self.config, self.dist.device)
-
     # -- a stage ------------------------------------------------------------------------------
     def run_stage(
         self, index: int, stage: StageConfig, resume: dict | None, weights_from: Path | None
