@@ -25,14 +25,14 @@ def _conversation(*turns):
     return read_records_from([{"messages": [{"from": r, "content": c} for r, c in turns]}])
 
 
-def read_records_from(rows, tmp=None):
+def read_records_from(rows):
     import tempfile
     from pathlib import Path
 
-    folder = Path(tmp or tempfile.mkdtemp())
-    path = folder / "c.jsonl"
-    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
-    return list(read_records([path]))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "c.jsonl"
+        path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+        return list(read_records([path]))
 
 
 def _learned_text(tok, doc):
