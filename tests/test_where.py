@@ -109,7 +109,8 @@ def test_a_document_longer_than_the_context_is_scored_as_eval_run_scores_it(mode
     _, expanded = models
     model, tok = load_model(expanded, device="cpu", dtype="float32")
     context = model.config.max_position_embeddings
-    long = "，".join(ZH * 200)  # several windows of the model's context
+    one = len(tok("，".join(ZH), add_special_tokens=False).input_ids)
+    long = "，".join(ZH * (2 * context // one + 2))  # over two windows of the model's context
     assert len(tok(long, add_special_tokens=False).input_ids) > 2 * context
     text = tmp_path / "long.txt"
     text.write_text(f"{long}\n{ZH[1]}\n", encoding="utf-8")
