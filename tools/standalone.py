@@ -14,7 +14,11 @@ user: only the declared dependencies. Then, in that virtualenv:
 - packages that must be absent are absent (the tokenizer set has no torch, the trainer set no
   umbrella CLI);
 - ``python -m <package> --help`` exits 0, and a bad input gives one ``error:`` line on stderr
-  with exit code 2.
+  with exit code 2;
+- a script from ``tools/standalone_work/`` does real work on real assets (from the asset
+  cache, fetched if missing) with what the set installed: the tokenizer set learns pieces,
+  expands LLaMA-2's tokenizer and measures the compression without torch; the trainer set packs
+  text and trains a tiny LLaMA two steps with ``python -m llamaforge_trainer``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ class Check:
     """Arguments after ``python -m`` that must fail with one error line and exit code 2."""
     optional: list[str] = field(default_factory=list)
     """Imports that only a declared extra provides: a module may fail on these alone."""
+    work: list[str] = field(default_factory=list)
+    """A script in ``tools/standalone_work/`` run last, then the assets its arguments are
+    (``name`` or ``name/file``); an empty scratch dir is its last argument. It prints one line
+    saying what it did and exits non-zero on a wrong result."""
 
 
 CHECKS = {
@@ -54,12 +62,14 @@ CHECKS = {
         absent=["torch", "llamaforge_cli", "llamaforge_trainer"],
         bad_input=["llamaforge_tokenizer", "expand", "/nonexistent", "/nonexistent", "-o", "x"],
         optional=["torch"],  # the [model] extra: embedding initialisation
+        work=["tokenizer.py", "llama2-tokenizer", "people-daily/heldout.txt"],
     ),
     "trainer": Check(
         install=["llamaforge-trainer"],
         packages=["llamaforge_trainer", "llamaforge_datapack"],
         absent=["llamaforge_cli", "llamaforge_eval", "llamaforge_serve"],
         bad_input=["llamaforge_trainer", "/nonexistent.toml"],
+        work=["trainer.py", "smollm2-tokenizer", "people-daily/train.txt"],
     ),
 }
 
@@ -142,7 +152,32 @@ def run_check(name: str, check: Check, wheels: Path, work: Path) -> list[str]:
             )
         else:
             print(f"{name}: bad input → {lines[0]}")
+    if check.work:
+        problems += _run_work(name, check.work, python, work)
     return problems
+
+
+def _asset(spec: str) -> Path:
+    """``name`` or ``name/file`` from the asset cache, fetched if missing (this script runs in
+    the workspace environment, which has the umbrella's asset code)."""
+    from llamaforge_cli.assets import ensure_asset
+
+    name, _, inner = spec.partition("/")
+    return ensure_asset(name) / inner if inner else ensure_asset(name)
+
+
+def _run_work(name: str, work: list[str], python: str, tmp: Path) -> list[str]:
+    script, *assets = work
+    scratch = tmp / f"{name}-work"
+    scratch.mkdir()
+    cmd = [python, str(ROOT / "tools" / "standalone_work" / script)]
+    start = time.perf_counter()
+    result = _run([*cmd, *(str(_asset(spec)) for spec in assets), str(scratch)], cwd=scratch)
+    if result.returncode:
+        return [f"{script} failed (exit {result.returncode}):\n{result.stderr[-3000:]}"]
+    said = result.stdout.strip().splitlines()[-1]
+    print(f"{name}: {said} ({time.perf_counter() - start:.0f} s)")
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:
